@@ -1,0 +1,267 @@
+"""Typed configuration for every knob of teran-es.
+
+A pipeline is one TOML file (``pipelines/NAME.toml``) whose tables map onto the
+dataclasses below. Anything can be overridden on the command line with
+``--set section.field=value``. The resolved configuration is written next to every
+artifact it produced (checkpoints, indexes, stores) so a result can be traced back.
+
+Secrets never live here: the Elasticsearch section names the *environment variables*
+that hold credentials, never the credentials themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+
+def default_cache_dir() -> Path:
+    """Where downloads, collections and local servers live (outside the repository)."""
+    env = os.environ.get("TERAN_ES_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "teran-es"
+
+
+@dataclass
+class ModelConfig:
+    """TERAN sizes and options. Defaults are the paper's model with a MiniLM-L6 text backbone."""
+
+    region_feature_dim: int = 2048
+    box_encoding: str = "concat-and-process"  # or "project-and-sum"
+    visual_layers: int = 4
+    visual_heads: int = 4
+    visual_ff_dim: int = 2048
+    text_backbone: str = ""  # local path of a Hugging Face BERT-family model; "" = bundled MiniLM-L6
+    text_layers: int = 6  # the backbone is truncated to its first N layers
+    text_extra_layers: int = 0
+    max_words: int = 64
+    embed_dim: int = 1024
+    reasoning_layers: int = 2
+    reasoning_heads: int = 4
+    reasoning_ff_dim: int = 2048
+    shared_reasoning: bool = True
+    dropout: float = 0.1
+    score: str = "MrSw"  # MrSw | MwSr | symm | sum | mean | MrAVGw
+    padding: str = "masked"  # masked (clean) | reference (padded entries are 0, as the authors' code)
+    exclude_last_word: bool = False  # the reference code drops the last word piece before [SEP]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 40
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 1e-5
+    lr_backbone: float = 1e-5
+    weight_decay: float = 0.0
+    lr_step_epochs: int = 20
+    lr_gamma: float = 0.1
+    warmup_iters: int = 0
+    grad_clip: float = 2.0
+    margin: float = 0.2
+    max_violation: bool = True
+    global_loss_weight: float = 0.0  # auxiliary global-vector matching loss; 0 = off (as released)
+    amp: bool = True  # mixed precision, used on CUDA only
+    seed: int = 0
+    val_images: int = 1000
+    val_every: int = 0  # iterations; 0 = once per epoch
+    num_workers: int = 0
+    device: str = "auto"
+    output_dir: str = "runs/default"
+
+
+@dataclass
+class DataConfig:
+    format: str = "parquet"  # parquet | bottom-up | synthetic
+    path: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    captions_per_image: int = 5
+    max_regions: int = 36
+
+
+@dataclass
+class QuantizerConfig:
+    """Surrogate-text scalar quantization (see shared/docs/surrogate-text.md)."""
+
+    gamma: int = 64  # components kept per vector (after the CReLU split)
+    q_factor: float = 50.0  # tf = round(Q * value), clipped to [1, max_tf]
+    max_tf: int = 512
+    pooling: str = "max"  # max | sum | region
+    query_weighting: str = "sum"  # sum | per-word
+    sample_size: int = 100_000  # vectors used to fit centering and rotation
+    seed: int = 0
+
+
+@dataclass
+class StoreConfig:
+    dtype: str = "fp16"  # fp32 | fp16 | int8
+    shard_size: int = 4096  # images per Parquet shard
+
+
+@dataclass
+class ElasticsearchConfig:
+    url: str = ""  # "" = $ELASTICSEARCH_URL, else the local server started by `teran-es elasticsearch start`
+    api_key_env: str = "ELASTICSEARCH_API_KEY"
+    username_env: str = "ELASTICSEARCH_USERNAME"
+    password_env: str = "ELASTICSEARCH_PASSWORD"
+    ca_certs: str = ""  # path of a CA bundle; "" = $ELASTICSEARCH_CA_CERTS or the system default
+    request_timeout: float = 60.0
+    bulk_chunk_bytes: int = 8 * 1024 * 1024
+    bulk_chunk_docs: int = 1000
+    bulk_max_retries: int = 8
+    bulk_initial_backoff: float = 0.5
+    bulk_max_backoff: float = 30.0
+    shards: int = 1
+    replicas: int = 0
+
+
+@dataclass
+class IndexConfig:
+    backend: str = "embedded"  # embedded | elasticsearch
+    name: str = "teran-images"
+    path: str = ""  # embedded backend directory; "" = <workdir>/index
+
+
+@dataclass
+class SearchConfig:
+    k: int = 10
+    candidates: int = 1000
+    device: str = "auto"
+    batch_size: int = 256  # candidates scored per rerank batch
+
+
+@dataclass
+class PipelineConfig:
+    """One reproducible job: everything needed to train, ingest and search."""
+
+    name: str = "default"
+    workdir: str = ""  # "" = <cache>/work/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    expected_metrics: dict[str, float] = field(default_factory=dict)
+
+    def resolved_workdir(self) -> Path:
+        if self.workdir:
+            return Path(self.workdir).expanduser()
+        return default_cache_dir() / "work" / self.name
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the schema."""
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Convert a TOML or command-line value to the declared field type."""
+    origin = typing.get_origin(typ)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return {str(k): float(v) for k, v in value.items()}
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if typ is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if typ is str:
+        return str(value)
+    raise ConfigError(f"{where}: unsupported type {typ!r}")
+
+
+def _apply(obj: Any, data: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key}: expected a table")
+            _apply(current, value, f"{where}.{key}")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], f"{where}.{key}"))
+
+
+def apply_overrides(config: PipelineConfig, overrides: list[str]) -> PipelineConfig:
+    """Apply ``section.field=value`` strings (from ``--set``) to a config in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.field=value")
+        dotted, value = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        nested: dict[str, Any] = {parts[-1]: value.strip()}
+        for part in reversed(parts[:-1]):
+            nested = {part: nested}
+        _apply(config, nested, "override")
+    return config
+
+
+def config_from_dict(data: dict[str, Any]) -> PipelineConfig:
+    config = PipelineConfig()
+    _apply(config, data, "config")
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a pipeline TOML file (or the defaults when ``path`` is None) and apply overrides."""
+    if path is None:
+        config = PipelineConfig()
+    else:
+        p = Path(path)
+        try:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"pipeline file not found: {p}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        try:
+            config = config_from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
+    return apply_overrides(config, overrides or [])
+
+
+def config_to_dict(config: PipelineConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: PipelineConfig, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved config as TOML (next to the artifact it produced)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    with tmp.open("wb") as fh:
+        tomli_w.dump(config_to_dict(config), fh)
+    tmp.replace(p)
+    return p

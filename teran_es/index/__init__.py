@@ -1,0 +1,50 @@
+"""Index backends behind one protocol (see ``base.Index``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from teran_es.config import PipelineConfig
+from teran_es.index.base import (
+    AddReport,
+    Index,
+    IndexError_,
+    IndexHit,
+    IndexMismatchError,
+    IndexUnavailableError,
+    InvalidDocumentError,
+    SurrogateDocument,
+)
+
+__all__ = [
+    "AddReport",
+    "Index",
+    "IndexError_",
+    "IndexHit",
+    "IndexMismatchError",
+    "IndexUnavailableError",
+    "InvalidDocumentError",
+    "SurrogateDocument",
+    "open_index",
+    "embedded_index_path",
+]
+
+
+def embedded_index_path(config: PipelineConfig) -> Path:
+    return Path(config.index.path) if config.index.path else config.resolved_workdir() / "index"
+
+
+def open_index(config: PipelineConfig, create: bool = True, meta: Mapping[str, Any] | None = None) -> Index:
+    """Open the pipeline's index on its configured backend (imports Elasticsearch only when used)."""
+    backend = config.index.backend
+    if backend == "embedded":
+        from teran_es.index.embedded import EmbeddedIndex
+
+        return EmbeddedIndex.open(embedded_index_path(config), create=create, meta=meta, name=config.index.name)
+    if backend == "elasticsearch":
+        from teran_es.index.elastic import ElasticIndex
+
+        return ElasticIndex.open(config.elasticsearch, config.index.name, create=create, meta=meta)
+    raise ValueError(f"unknown index backend {backend!r} (use 'embedded' or 'elasticsearch')")

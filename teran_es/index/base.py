@@ -1,0 +1,113 @@
+"""The one index protocol that both backends (embedded, Elasticsearch) implement.
+
+An index holds one *surrogate document* per image (or per region): a bag of surrogate
+terms with integer frequencies. A query is a bag of terms with float weights. The score
+of a document is the exact dot product sum_t tf(doc, t) * weight(query, t): no idf, no
+length normalisation. Only documents sharing at least one term with the query match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+# The index records these in its metadata; search refuses a mismatch.
+FINGERPRINT_KEYS = ("quantizer_fingerprint", "model_fingerprint")
+
+# Elasticsearch stores sparse_vector values with 9 significant bits: integers up to 512 are exact.
+MAX_TERM_FREQUENCY = 512
+
+
+@dataclass(frozen=True)
+class SurrogateDocument:
+    """One document: a stable id, its surrogate terms, and what a hit shows."""
+
+    id: str
+    terms: Mapping[str, int]
+    path: str | None = None
+    caption: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IndexHit:
+    id: str
+    score: float
+
+
+@dataclass
+class AddReport:
+    """What an ``add`` call did. Failed documents went to the dead-letter file, if any."""
+
+    indexed: int = 0
+    failed: int = 0
+    dead_letter_path: str | None = None
+
+
+class IndexError_(RuntimeError):
+    """Base of the index errors (named with a trailing underscore to not shadow the builtin)."""
+
+
+class IndexMismatchError(IndexError_):
+    """The index was built with another quantizer or model than the one in use."""
+
+
+class IndexUnavailableError(IndexError_):
+    """The backend cannot be reached (server down, wrong version, bad credentials)."""
+
+
+class InvalidDocumentError(IndexError_, ValueError):
+    """A document or query that no backend would accept (bad term, bad frequency)."""
+
+
+@runtime_checkable
+class Index(Protocol):
+    """Create-or-open, add, search, get, delete, count, refresh."""
+
+    name: str
+
+    def meta(self) -> dict[str, Any]:
+        """The metadata the index was created with (fingerprints, versions)."""
+        ...
+
+    def add(self, docs: Iterable[SurrogateDocument]) -> AddReport:
+        """Index a stream of documents; an existing id is replaced (idempotent re-ingest)."""
+        ...
+
+    def search(self, query: Mapping[str, float], k: int) -> list[IndexHit]:
+        """Top-``k`` documents by exact dot product, best first, ties by id."""
+        ...
+
+    def search_many(self, queries: Sequence[Mapping[str, float]], k: int) -> list[list[IndexHit]]:
+        """``search`` for a batch of queries (one round trip where the backend allows)."""
+        ...
+
+    def get(self, doc_id: str) -> SurrogateDocument | None: ...
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """The subset of ``ids`` already indexed (for resumable ingest)."""
+        ...
+
+    def delete(self, ids: Iterable[str]) -> int: ...
+
+    def count(self) -> int: ...
+
+    def refresh(self) -> None:
+        """Make everything added so far visible to search."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_meta(actual: Mapping[str, Any], expected: Mapping[str, Any], where: str) -> None:
+    """Raise ``IndexMismatchError`` when a fingerprint in ``expected`` differs from ``actual``."""
+    for key in FINGERPRINT_KEYS:
+        want = expected.get(key)
+        have = actual.get(key)
+        if want and have and want != have:
+            raise IndexMismatchError(
+                f"{where} was built with {key}={have}, but the pipeline uses {want}. "
+                "Re-ingest into a new index (or delete this one), or search with the model/quantizer "
+                "that built it."
+            )

@@ -1,0 +1,173 @@
+"""The embedded backend against a brute-force numpy dot product."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from teran_es.index.base import IndexMismatchError, InvalidDocumentError, SurrogateDocument
+from teran_es.index.embedded import EmbeddedIndex
+from teran_es.index.base import IndexError_
+
+
+def random_docs(rng: np.random.Generator, n: int, vocab: int = 300, per_doc: int = 40, prefix: str = "img"):
+    docs = []
+    for i in range(n):
+        terms = rng.choice(vocab, size=int(rng.integers(1, per_doc)), replace=False)
+        tfs = rng.integers(1, 513, size=terms.size)
+        docs.append(
+            SurrogateDocument(
+                id=f"{prefix}{i:05d}",
+                terms={f"t{t}": int(f) for t, f in zip(terms, tfs, strict=True)},
+                path=f"/images/{i}.jpg",
+                caption=f"caption {i}",
+            )
+        )
+    return docs
+
+
+def random_query(rng: np.random.Generator, vocab: int = 300, n_terms: int = 30) -> dict[str, float]:
+    terms = rng.choice(vocab, size=n_terms, replace=False)
+    return {f"t{t}": float(w) for t, w in zip(terms, rng.uniform(0.01, 3.0, size=n_terms), strict=True)}
+
+
+def brute_force(docs, query, k):
+    scored = []
+    for d in docs:
+        shared = set(d.terms) & set(query)
+        if shared:
+            scored.append((sum(d.terms[t] * query[t] for t in shared), d.id))
+    scored.sort(key=lambda s: (-s[0], s[1]))
+    return scored[:k]
+
+
+@pytest.mark.parametrize("segment_docs", [7, 50_000])
+def test_search_equals_brute_force(tmp_path, segment_docs):
+    rng = np.random.default_rng(0)
+    docs = random_docs(rng, 200)
+    with EmbeddedIndex.open(tmp_path / "idx", segment_docs=segment_docs) as index:
+        report = index.add(docs)
+        assert report.indexed == 200 and report.failed == 0
+        assert index.count() == 200
+        queries = [random_query(rng) for _ in range(20)]
+        for q, hits in zip(queries, index.search_many(queries, 15), strict=True):
+            expected = brute_force(docs, q, 15)
+            assert [h.id for h in hits] == [e[1] for e in expected]
+            np.testing.assert_allclose([h.score for h in hits], [e[0] for e in expected], rtol=1e-12)
+
+
+def test_only_matching_documents_are_returned(tmp_path):
+    with EmbeddedIndex.open(tmp_path / "idx") as index:
+        index.add([SurrogateDocument("a", {"x": 1}), SurrogateDocument("b", {"y": 2})])
+        hits = index.search({"x": 1.0, "zzz": 5.0}, 10)
+        assert [h.id for h in hits] == ["a"]
+
+
+def test_ties_are_broken_by_id(tmp_path):
+    with EmbeddedIndex.open(tmp_path / "idx", segment_docs=2) as index:
+        index.add([SurrogateDocument(i, {"x": 3}) for i in ["d", "b", "c", "a", "e"]])
+        assert [h.id for h in index.search({"x": 1.0}, 3)] == ["a", "b", "c"]
+
+
+def test_persisted_and_appendable(tmp_path):
+    rng = np.random.default_rng(1)
+    docs = random_docs(rng, 60)
+    with EmbeddedIndex.open(tmp_path / "idx", meta={"model_fingerprint": "m1"}) as index:
+        index.add(docs[:30])
+    with EmbeddedIndex.open(tmp_path / "idx", meta={"model_fingerprint": "m1"}) as index:
+        assert index.count() == 30
+        index.add(docs[30:])
+        assert index.meta()["model_fingerprint"] == "m1"
+    with EmbeddedIndex.open(tmp_path / "idx", create=False) as index:
+        assert index.count() == 60
+        got = index.get("img00042")
+        assert got is not None and dict(got.terms) == dict(docs[42].terms) and got.path == docs[42].path
+        q = random_query(rng)
+        assert [h.id for h in index.search(q, 10)] == [e[1] for e in brute_force(docs, q, 10)]
+
+
+def test_readding_the_same_ids_is_idempotent(tmp_path):
+    rng = np.random.default_rng(2)
+    docs = random_docs(rng, 40)
+    changed = SurrogateDocument("img00003", {"only": 7})
+    with EmbeddedIndex.open(tmp_path / "idx", segment_docs=10) as index:
+        index.add(docs)
+        index.add(docs)
+        index.add([changed])
+        assert index.count() == 40
+        assert dict(index.get("img00003").terms) == {"only": 7}
+        assert [h.id for h in index.search({"only": 1.0}, 5)] == ["img00003"]
+        index.merge()
+        assert index.count() == 40
+        assert len(list((tmp_path / "idx").glob("seg-*"))) == 1
+
+
+def test_delete(tmp_path):
+    rng = np.random.default_rng(3)
+    docs = random_docs(rng, 30)
+    with EmbeddedIndex.open(tmp_path / "idx") as index:
+        index.add(docs)
+        assert index.delete(["img00001", "img00002", "missing"]) == 2
+        assert index.count() == 28 and index.get("img00001") is None
+        assert index.existing_ids(["img00001", "img00003"]) == {"img00003"}
+    with EmbeddedIndex.open(tmp_path / "idx") as index:
+        assert index.count() == 28
+        q = random_query(rng)
+        assert "img00001" not in {h.id for h in index.search(q, 30)}
+
+
+def test_bad_documents_go_to_the_dead_letter_file(tmp_path):
+    good = SurrogateDocument("ok", {"a": 3})
+    bad = [
+        SurrogateDocument("dot", {"a.b": 3}),
+        SurrogateDocument("big", {"a": 513}),
+        SurrogateDocument("zero", {"a": 0}),
+        SurrogateDocument("frac", {"a": 1.5}),
+    ]
+    with EmbeddedIndex.open(tmp_path / "idx") as index:
+        report = index.add([bad[0], good, *bad[1:]])
+        assert (report.indexed, report.failed) == (1, 4)
+        lines = [json.loads(x) for x in (tmp_path / "idx" / "dead-letter.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in lines] == ["dot", "big", "zero", "frac"]
+        assert "513" in lines[1]["error"]
+        assert index.count() == 1
+
+
+@pytest.mark.parametrize("query", [{}, {"a": -1.0}, {"a": float("nan")}, {"bad term": 1.0}])
+def test_bad_queries_are_rejected(tmp_path, query):
+    with EmbeddedIndex.open(tmp_path / "idx") as index:
+        index.add([SurrogateDocument("x", {"a": 1})])
+        with pytest.raises(InvalidDocumentError):
+            index.search(query, 5)
+
+
+def test_fingerprint_mismatch_is_refused(tmp_path):
+    with EmbeddedIndex.open(tmp_path / "idx", meta={"quantizer_fingerprint": "q1"}):
+        pass
+    with pytest.raises(IndexMismatchError, match="q1"):
+        EmbeddedIndex.open(tmp_path / "idx", meta={"quantizer_fingerprint": "q2"})
+
+
+def test_second_writer_is_refused(tmp_path):
+    with EmbeddedIndex.open(tmp_path / "idx"):
+        with pytest.raises(IndexError_, match="another process"):
+            EmbeddedIndex.open(tmp_path / "idx")
+
+
+def test_interrupted_segment_write_is_ignored(tmp_path):
+    with EmbeddedIndex.open(tmp_path / "idx") as index:
+        index.add([SurrogateDocument("a", {"x": 1})])
+    # A crash between writing a segment and committing the manifest leaves a temporary dir.
+    stray = tmp_path / "idx" / ".tmp-seg-000099"
+    stray.mkdir()
+    (stray / "post_docs.npy").write_bytes(b"garbage")
+    with EmbeddedIndex.open(tmp_path / "idx") as index:
+        assert index.count() == 1
+        assert not stray.exists()
+
+
+def test_missing_index_without_create(tmp_path):
+    with pytest.raises(IndexError_, match="no embedded index"):
+        EmbeddedIndex.open(tmp_path / "nothing", create=False)

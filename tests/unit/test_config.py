@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from teran_es.config import ConfigError, PipelineConfig, apply_overrides, load_config, save_config
+
+
+def test_round_trip_through_toml(tmp_path):
+    config = PipelineConfig(name="x")
+    config.quantizer.gamma = 17
+    config.expected_metrics = {"rsum": 123.5}
+    path = save_config(config, tmp_path / "c.toml")
+    loaded = load_config(path)
+    assert loaded == config
+
+
+def test_overrides_are_typed():
+    config = apply_overrides(
+        PipelineConfig(), ["search.candidates=300", "model.shared_reasoning=false", "train.lr=3e-4"]
+    )
+    assert config.search.candidates == 300
+    assert config.model.shared_reasoning is False
+    assert config.train.lr == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize(
+    "override", ["search.candidates=many", "nosuch.field=1", "search.nosuch=1", "search.candidates"]
+)
+def test_bad_overrides_are_clear(override):
+    with pytest.raises(ConfigError):
+        apply_overrides(PipelineConfig(), [override])
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[search]\nkay = 3\n")
+    with pytest.raises(ConfigError, match="bad.toml.*kay"):
+        load_config(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
