@@ -74,8 +74,10 @@ class TrainConfig:
     seed: int = 0
     val_images: int = 1000
     val_every: int = 0  # iterations; 0 = once per epoch
+    log_every: int = 50  # iterations between training lines in metrics.jsonl
     num_workers: int = 0
     device: str = "auto"
+    cpu_threads: int = 0  # torch intra-op threads on the CPU; 0 = torch's default
     output_dir: str = "runs/default"
 
 
@@ -95,10 +97,14 @@ class QuantizerConfig:
     """Surrogate-text scalar quantization (see shared/docs/surrogate-text.md)."""
 
     gamma: int = 64  # components kept per vector (after the CReLU split)
-    q_factor: float = 50.0  # tf = round(Q * value), clipped to [1, max_tf]
+    q_factor: float = 50.0  # tf = round(Q * value / doc_scale), clipped to [1, max_tf]; see surrogate/encoder.py
     max_tf: int = 512
     pooling: str = "max"  # max | sum | region
     query_weighting: str = "sum"  # sum | per-word
+    doc_gamma: int = 256  # components kept per pooled document (max|sum); 0 = gamma (pooled) or no cap (regions)
+    query_gamma: int = 0  # components kept per query vector (per word with per-word); 0 = gamma
+    doc_sparsify: str = "pooled"  # pooled: top doc_gamma of the pooled vector | regions: top gamma per region, then pool
+    scale_quantile: float = 0.999  # doc_scale = this quantile of the kept document values of the fit sample
     sample_size: int = 100_000  # vectors used to fit centering and rotation
     seed: int = 0
 
@@ -124,6 +130,9 @@ class ElasticsearchConfig:
     bulk_max_backoff: float = 30.0
     shards: int = 1
     replicas: int = 0
+    query_formulation: str = ""  # bool | sparse_vector; "" = the faster one measured (es_queries.DEFAULT_FORMULATION)
+    msearch_batch: int = 64  # queries per _msearch request
+    dead_letter_path: str = ""  # rejected documents, JSON lines; "" = <index name>.dead-letter.jsonl in the cwd
 
 
 @dataclass
@@ -147,6 +156,7 @@ class PipelineConfig:
 
     name: str = "default"
     workdir: str = ""  # "" = <cache>/work/<name>
+    checkpoint: str = ""  # trained model directory used by ingest and search
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -12,8 +12,12 @@ import click
 VERBS: dict[str, str] = {
     "elasticsearch": "teran_es.cli.elasticsearch_cmd:elasticsearch",
     "train": "teran_es.cli.train_cmd:train",
+    "ingest": "teran_es.cli.ingest_cmd:ingest",
+    "search": "teran_es.cli.search_cmd:search",
     "evaluate": "teran_es.cli.evaluate_cmd:evaluate",
+    "make-synthetic": "teran_es.cli.synthetic_cmd:make_synthetic",
     "import-checkpoint": "teran_es.cli.import_checkpoint_cmd:import_checkpoint",
+    "openmoji": "teran_es.cli.openmoji_cmd:openmoji",
 }
 
 

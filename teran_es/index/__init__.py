@@ -36,13 +36,23 @@ def embedded_index_path(config: PipelineConfig) -> Path:
     return Path(config.index.path) if config.index.path else config.resolved_workdir() / "index"
 
 
-def open_index(config: PipelineConfig, create: bool = True, meta: Mapping[str, Any] | None = None) -> Index:
-    """Open the pipeline's index on its configured backend (imports Elasticsearch only when used)."""
+def open_index(
+    config: PipelineConfig,
+    create: bool = True,
+    meta: Mapping[str, Any] | None = None,
+    read_only: bool = False,
+) -> Index:
+    """Open the pipeline's index on its configured backend (imports Elasticsearch only when used).
+
+    ``read_only`` lets searchers open an embedded index that a writer holds (a snapshot).
+    """
     backend = config.index.backend
     if backend == "embedded":
         from teran_es.index.embedded import EmbeddedIndex
 
-        return EmbeddedIndex.open(embedded_index_path(config), create=create, meta=meta, name=config.index.name)
+        return EmbeddedIndex.open(
+            embedded_index_path(config), create=create, meta=meta, name=config.index.name
+        )
     if backend == "elasticsearch":
         from teran_es.index.elastic import ElasticIndex
 

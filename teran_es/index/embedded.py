@@ -131,9 +131,7 @@ def _write_segment(directory: Path, name: str, docs: Sequence[SurrogateDocument]
         np.save(tmp / f"{fname}.npy", arr)
     with (tmp / "terms.json").open("w", encoding="utf-8") as fh:
         json.dump(vocab, fh)
-    stored = [
-        {"id": d.id, "path": d.path, "caption": d.caption, "metadata": dict(d.metadata)} for d in docs
-    ]
+    stored = [{"id": d.id, "path": d.path, "caption": d.caption, "metadata": dict(d.metadata)} for d in docs]
     with (tmp / "stored.json").open("w", encoding="utf-8") as fh:
         json.dump(stored, fh)
     tmp.rename(directory / name)
@@ -192,8 +190,11 @@ def _segment_scores(seg: _Segment, query: Mapping[str, float]) -> tuple[np.ndarr
 class EmbeddedIndex:
     """The default backend (see module docstring). One writer at a time (a file lock)."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], lock_fh: Any, segment_docs: int):
+    def __init__(
+        self, path: Path, manifest: dict[str, Any], lock_fh: Any, segment_docs: int, read_only: bool = False
+    ):
         self.path = path
+        self.read_only = read_only
         self.name = manifest["name"]
         self._manifest = manifest
         self._lock_fh = lock_fh
@@ -213,8 +214,12 @@ class EmbeddedIndex:
         meta: Mapping[str, Any] | None = None,
         name: str | None = None,
         segment_docs: int = DEFAULT_SEGMENT_DOCS,
+        read_only: bool = False,
     ) -> EmbeddedIndex:
-        """Open the index at ``path`` (creating it when ``create``), checking fingerprints in ``meta``."""
+        """Open the index at ``path`` (creating it when ``create``), checking fingerprints in ``meta``.
+
+        ``read_only`` takes no lock and sees the index as committed at open time; writes raise.
+        """
         directory = Path(path)
         manifest_path = directory / MANIFEST
         if not manifest_path.exists():
@@ -224,12 +229,15 @@ class EmbeddedIndex:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise IndexError_(f"cannot create the index directory {directory}: {exc}") from None
-        lock_fh = cls._lock(directory)
+        if read_only and not manifest_path.exists():
+            raise IndexError_(f"no embedded index at {directory} (run an ingest first)")
+        lock_fh = None if read_only else cls._lock(directory)
         if manifest_path.exists():
             with manifest_path.open(encoding="utf-8") as fh:
                 manifest = json.load(fh)
             if manifest.get("format_version") != FORMAT_VERSION:
-                lock_fh.close()
+                if lock_fh is not None:
+                    lock_fh.close()
                 raise IndexError_(
                     f"{manifest_path}: format version {manifest.get('format_version')} is not "
                     f"{FORMAT_VERSION}; rebuild the index with this version of teran-es"
@@ -238,7 +246,8 @@ class EmbeddedIndex:
                 try:
                     check_meta(manifest.get("meta", {}), meta, f"the embedded index at {directory}")
                 except Exception:
-                    lock_fh.close()
+                    if lock_fh is not None:
+                        lock_fh.close()
                     raise
         else:
             manifest = {
@@ -251,10 +260,11 @@ class EmbeddedIndex:
                 "generation": 0,
             }
             _atomic_write_json(manifest_path, manifest)
-        # Leftovers of an interrupted write are not referenced by the manifest: remove them.
-        for stray in directory.glob(".tmp-*"):
-            shutil.rmtree(stray, ignore_errors=True)
-        return cls(directory, manifest, lock_fh, segment_docs)
+        if not read_only:
+            # Leftovers of an interrupted write are not referenced by the manifest: remove them.
+            for stray in directory.glob(".tmp-*"):
+                shutil.rmtree(stray, ignore_errors=True)
+        return cls(directory, manifest, lock_fh, segment_docs, read_only)
 
     @staticmethod
     def _lock(directory: Path) -> Any:
@@ -290,6 +300,7 @@ class EmbeddedIndex:
         directory (with the reason) and counted as failed; the others go on. What was
         buffered is flushed even when the stream itself raises.
         """
+        self._require_writable()
         report = AddReport()
         dead_letter = self.path / DEAD_LETTER
         try:
@@ -359,6 +370,7 @@ class EmbeddedIndex:
 
     def merge(self) -> None:
         """Rewrite all live documents into a single segment (drops tombstoned copies)."""
+        self._require_writable()
         self._flush()
         if len(self._segments) <= 1 and not self._manifest["tombstones"]:
             return
@@ -379,7 +391,9 @@ class EmbeddedIndex:
     def _document(self, si: int, local: int) -> SurrogateDocument:
         seg = self._segments[si]
         lo, hi = int(seg.doc_offsets[local]), int(seg.doc_offsets[local + 1])
-        terms = {seg.vocab[t]: int(tf) for t, tf in zip(seg.doc_terms[lo:hi], seg.doc_tfs[lo:hi], strict=True)}
+        terms = {
+            seg.vocab[t]: int(tf) for t, tf in zip(seg.doc_terms[lo:hi], seg.doc_tfs[lo:hi], strict=True)
+        }
         rec = seg.stored[local]
         return SurrogateDocument(
             id=rec["id"], terms=terms, path=rec["path"], caption=rec["caption"], metadata=rec["metadata"]
@@ -418,6 +432,7 @@ class EmbeddedIndex:
         return {i for i in ids if i in self._where or i in self._pending}
 
     def delete(self, ids: Iterable[str]) -> int:
+        self._require_writable()
         self._flush()
         by_segment: dict[str, list[int]] = {}
         for doc_id in ids:
@@ -437,6 +452,10 @@ class EmbeddedIndex:
 
     def refresh(self) -> None:
         self._flush()
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise IndexError_(f"the embedded index at {self.path} was opened read-only")
 
     def close(self) -> None:
         if self._lock_fh is not None:

@@ -28,7 +28,9 @@ def validate_document_terms(doc_id: str, terms: Mapping[str, int]) -> None:
                 "at most 64 characters, no leading '_' or '-')"
             )
         if isinstance(tf, bool) or not isinstance(tf, int | float) or tf != int(tf):
-            raise InvalidDocumentError(f"document {doc_id!r}: frequency of {term!r} must be an integer, got {tf!r}")
+            raise InvalidDocumentError(
+                f"document {doc_id!r}: frequency of {term!r} must be an integer, got {tf!r}"
+            )
         if not 1 <= tf <= MAX_TERM_FREQUENCY:
             raise InvalidDocumentError(
                 f"document {doc_id!r}: frequency of {term!r} is {tf}, outside 1..{MAX_TERM_FREQUENCY} "
@@ -46,4 +48,6 @@ def validate_query(query: Mapping[str, float]) -> None:
         w = float(weight)
         if not math.isfinite(w) or w <= 0:
             # Elasticsearch rejects negative boosts; zero would only add no-op clauses.
-            raise InvalidDocumentError(f"query weight of {term!r} must be a positive finite number, got {weight!r}")
+            raise InvalidDocumentError(
+                f"query weight of {term!r} must be a positive finite number, got {weight!r}"
+            )

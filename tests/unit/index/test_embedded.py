@@ -171,3 +171,13 @@ def test_interrupted_segment_write_is_ignored(tmp_path):
 def test_missing_index_without_create(tmp_path):
     with pytest.raises(IndexError_, match="no embedded index"):
         EmbeddedIndex.open(tmp_path / "nothing", create=False)
+
+
+def test_read_only_view_while_a_writer_holds_the_index(tmp_path):
+    with EmbeddedIndex.open(tmp_path / "idx") as writer:
+        writer.add([SurrogateDocument("a", {"x": 2})])
+        reader = EmbeddedIndex.open(tmp_path / "idx", read_only=True)
+        assert [h.id for h in reader.search({"x": 1.0}, 5)] == ["a"]
+        with pytest.raises(IndexError_, match="read-only"):
+            reader.add([SurrogateDocument("b", {"x": 1})])
+        reader.close()

@@ -1,0 +1,103 @@
+"""``teran-es evaluate``: Recall@K in both directions of a checkpoint on one split."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from teran_es.cli.common import emit_json, json_option
+
+
+@click.command("evaluate")
+@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(exists=True),
+    default=None,
+    help="Parquet file or directory, or a bottom-up root (default: the checkpoint's data.path).",
+)
+@click.option(
+    "--format",
+    "data_format",
+    type=click.Choice(["auto", "parquet", "bottom-up"]),
+    default="auto",
+    show_default=True,
+    help="Data format; auto = bottom-up when the directory has bu_att/, else parquet.",
+)
+@click.option("--split", default="test", show_default=True, help="Split to evaluate on.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["1k", "5k", "all"]),
+    default="all",
+    show_default=True,
+    help="1k: mean over folds of 1,000 images (COCO 1K); 5k: exactly 5,000 images; all: the whole split.",
+)
+@click.option("--limit", type=int, default=0, help="Evaluate on the first N images only (0 = all).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option(
+    "--batch-size", type=int, default=128, show_default=True, help="Images or captions encoded at once."
+)
+@click.option(
+    "--threads", type=int, default=0, show_default=True, help="torch CPU threads (0 = torch's default)."
+)
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
+@json_option
+def evaluate(
+    checkpoint: str,
+    data_path: str | None,
+    data_format: str,
+    split: str,
+    protocol: str,
+    limit: int,
+    device: str,
+    batch_size: int,
+    threads: int,
+    on_error: str,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    """Evaluate the checkpoint CHECKPOINT on a split: image and sentence retrieval R@1/5/10 and RSUM."""
+    from teran_es.evaluation import chance_recall, evaluate_model
+    from teran_es.features import RecordError, open_image_set
+    from teran_es.model.checkpoint import CheckpointError, load_checkpoint
+    from teran_es.training import resolve_device
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        model, pipeline, _meta = load_checkpoint(checkpoint, resolve_device(device))
+        data = dataclasses.replace(pipeline.data, format=data_format)
+        if data_path is not None:
+            data.path = data_path
+        image_set = open_image_set(
+            data, split, limit=limit, on_error=on_error, feature_dim=model.config.region_feature_dim
+        )
+        metrics = evaluate_model(
+            model, image_set, protocol=protocol, batch_size=batch_size, progress=not no_progress
+        )
+    except (CheckpointError, RecordError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    n_images, n_captions = metrics["n_images"] // metrics["folds"], metrics["n_captions"] // metrics["folds"]
+    chance = chance_recall(n_images, n_captions, n_captions / max(1, n_images))
+    payload = {"checkpoint": checkpoint, "data": data.path, "split": split, **metrics, "chance": chance}
+    if as_json:
+        emit_json(payload)
+        return
+    click.echo(
+        f"{checkpoint} on {data.path} [{split}], protocol {protocol}: {n_images} images, {n_captions} captions"
+    )
+    for direction, label in (
+        ("i2t", "sentence retrieval (image -> text)"),
+        ("t2i", "image retrieval (text -> image)"),
+    ):
+        values = "  ".join(
+            f"R@{k} {metrics[f'{direction}_r{k}']:6.2f} (chance {chance[f'{direction}_r{k}']:.2f})"
+            for k in (1, 5, 10)
+        )
+        click.echo(f"{label:36s} {values}")
+    click.echo(f"RSUM {metrics['rsum']:.2f}")

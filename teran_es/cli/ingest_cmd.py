@@ -1,0 +1,62 @@
+"""``teran-es ingest SOURCE``: region features in, feature store and index out."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from teran_es.cli.common import emit_json, json_option, load_pipeline, pipeline_option, set_option
+
+
+@click.command()
+@click.argument("source", type=click.Path(exists=True))
+@pipeline_option
+@set_option
+@click.option("--checkpoint", default=None, help="Trained model directory (overrides the pipeline's).")
+@click.option("--backend", type=click.Choice(["embedded", "elasticsearch"]), default=None, help="Index backend.")
+@click.option("--split", default=None, help="Only this split of the source (default: all of it).")
+@click.option("--batch-size", default=64, show_default=True, help="Images encoded per batch.")
+@json_option
+def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_size, as_json):
+    """Ingest SOURCE (Parquet features or a bottom-up folder): encode, store, quantize, index.
+
+    Re-running the same command resumes: what is already stored and indexed is skipped.
+    """
+    from tqdm import tqdm
+
+    from teran_es.features.sources import UnsupportedSourceError, iter_feature_records
+    from teran_es.index import IndexError_
+    from teran_es.indexer import Ingestor
+    from teran_es.store import StoreError
+
+    config = load_pipeline(pipeline_path, overrides)
+    if checkpoint:
+        config.checkpoint = checkpoint
+    if backend:
+        config.index.backend = backend
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        ingestor = Ingestor(config)
+        records = iter_feature_records(
+            source, split=split, feature_dim=ingestor.model.config.region_feature_dim
+        )
+        with tqdm(desc="ingest", unit="img", file=sys.stderr, disable=None) as bar:
+            try:
+                report = ingestor.ingest(records, batch_size=batch_size, progress=bar)
+            finally:
+                ingestor.close()
+    except (UnsupportedSourceError, FileNotFoundError, ValueError, IndexError_, StoreError) as exc:
+        raise click.ClickException(str(exc)) from None
+    payload = {"workdir": str(config.resolved_workdir()), "backend": config.index.backend, **report.to_dict()}
+    if as_json:
+        emit_json(payload)
+    else:
+        click.echo(
+            f"ingested {report.seen} images into {config.index.backend} ({config.resolved_workdir()}): "
+            f"{report.encoded} encoded, {report.indexed} indexed, {report.skipped_existing} already there, "
+            f"{report.index_failed} failed; index holds {report.total_in_index} documents"
+        )
+        if report.dead_letter_path:
+            click.echo(f"failed documents were written to {report.dead_letter_path}")

@@ -1,0 +1,76 @@
+"""Region features: readers of precomputed formats, our columnar format, synthetic data.
+
+:func:`open_image_set` turns a :class:`~teran_es.config.DataConfig` and a split name into
+an :class:`ImageCaptionSet`, whatever the format on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from teran_es.config import DataConfig
+from teran_es.features.records import (
+    ImageCaptionSet,
+    ImageRecord,
+    RecordError,
+    RegionBatch,
+    pad_regions,
+    validate_record,
+)
+
+__all__ = [
+    "ImageCaptionSet",
+    "ImageRecord",
+    "RecordError",
+    "RegionBatch",
+    "detect_format",
+    "open_image_set",
+    "pad_regions",
+    "validate_record",
+]
+
+
+def detect_format(path: str | Path) -> str:
+    """``bottom-up`` for a directory with ``bu_att/``, else ``parquet``."""
+    p = Path(path)
+    if p.is_dir() and (p / "bu_att").is_dir():
+        return "bottom-up"
+    return "parquet"
+
+
+def open_image_set(
+    data: DataConfig, split: str, *, limit: int = 0, on_error: str = "raise", feature_dim: int | None = None
+) -> ImageCaptionSet:
+    """The images of ``split`` (the first ``limit`` when > 0) from ``data.path``.
+
+    Parquet splits are held in memory; bottom-up splits read their files on demand.
+    """
+    if not data.path:
+        raise ValueError(
+            "data.path is empty: point it at a .parquet file, a directory of them, or a bottom-up root"
+        )
+    fmt = detect_format(data.path) if data.format in ("", "auto") else data.format
+    per_image = data.captions_per_image or None
+    if fmt in ("parquet", "synthetic"):
+        from teran_es.features.columnar import ColumnarReader
+
+        reader = ColumnarReader(
+            data.path,
+            on_error=on_error,
+            feature_dim=feature_dim,
+            max_regions=data.max_regions or None,
+            captions_per_image=per_image,
+        )
+        return reader.image_set(split, limit=limit)
+    if fmt == "bottom-up":
+        from teran_es.features.bottom_up import BottomUpReader
+
+        bottom_up = BottomUpReader(
+            data.path,
+            on_error=on_error,
+            feature_dim=feature_dim,
+            max_regions=data.max_regions or None,
+            captions_per_image=per_image,
+        )
+        return bottom_up.image_set(split, limit=limit)
+    raise ValueError(f"unknown data format {data.format!r} (parquet | bottom-up | synthetic)")

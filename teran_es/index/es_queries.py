@@ -1,0 +1,153 @@
+"""Pure builders of Elasticsearch request bodies (plain dicts; sent only by ``elastic.py``).
+
+Both query formulations score a document by the exact dot product
+sum_t tf(doc, t) * weight(query, t) on the ``sparse_vector`` field:
+
+* ``bool``: one ``term`` clause per query term with ``boost = weight``; a term query on a
+  sparse_vector field is a linear feature query (score = stored value x boost), and a
+  ``bool.should`` sums its clauses (no coordination factor since Lucene 7).
+* ``sparse_vector``: the dedicated query with ``prune: false`` (pruning drops query terms
+  and would make scores approximate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from teran_es.index.base import SurrogateDocument
+
+TERMS_FIELD = "terms"
+FORMULATIONS = ("bool", "sparse_vector")
+# The faster of the two, measured by benchmarks/bench_index.py (both are exact).
+DEFAULT_FORMULATION = "sparse_vector"
+# Documents are returned without _source: a hit needs only its id and score.
+HIT_SOURCE: bool = False
+
+
+def bool_term_query(query: Mapping[str, float], field: str = TERMS_FIELD) -> dict[str, Any]:
+    """``bool.should`` of ``term`` clauses, boost = the query weight."""
+    return {
+        "bool": {
+            "should": [
+                {"term": {field: {"value": term, "boost": float(weight)}}} for term, weight in query.items()
+            ]
+        }
+    }
+
+
+def sparse_vector_query(query: Mapping[str, float], field: str = TERMS_FIELD) -> dict[str, Any]:
+    """The ``sparse_vector`` query on stored tokens, pruning off (exact)."""
+    return {
+        "sparse_vector": {
+            "field": field,
+            "query_vector": {term: float(weight) for term, weight in query.items()},
+            "prune": False,
+        }
+    }
+
+
+def weighted_terms_query(
+    query: Mapping[str, float], formulation: str = DEFAULT_FORMULATION, field: str = TERMS_FIELD
+) -> dict[str, Any]:
+    if formulation == "bool":
+        return bool_term_query(query, field)
+    if formulation == "sparse_vector":
+        return sparse_vector_query(query, field)
+    raise ValueError(f"unknown query formulation {formulation!r} (known: {', '.join(FORMULATIONS)})")
+
+
+def search_body(
+    query: Mapping[str, float], k: int, formulation: str = DEFAULT_FORMULATION, field: str = TERMS_FIELD
+) -> dict[str, Any]:
+    """Top-``k`` by score: no total hit count (lets Lucene skip non-competitive docs), no _source."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return {
+        "query": weighted_terms_query(query, formulation, field),
+        "size": k,
+        "track_total_hits": False,
+        "_source": HIT_SOURCE,
+    }
+
+
+def msearch_body(
+    index: str,
+    queries: Sequence[Mapping[str, float]],
+    k: int,
+    formulation: str = DEFAULT_FORMULATION,
+    field: str = TERMS_FIELD,
+) -> list[dict[str, Any]]:
+    """The header/body pairs of one ``_msearch`` request, in query order."""
+    body: list[dict[str, Any]] = []
+    for query in queries:
+        body.append({"index": index})
+        body.append(search_body(query, k, formulation, field))
+    return body
+
+
+def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    if size < 1:
+        raise ValueError(f"batch size must be at least 1, got {size}")
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def document_source(doc: SurrogateDocument) -> dict[str, Any]:
+    """The stored document: terms as numbers, the fields a hit shows, and the id as a keyword."""
+    source: dict[str, Any] = {
+        TERMS_FIELD: {term: int(tf) for term, tf in doc.terms.items()},
+        "image_id": doc.id,
+    }
+    if doc.path is not None:
+        source["path"] = doc.path
+    if doc.caption is not None:
+        source["caption"] = doc.caption
+    if doc.metadata:
+        source["metadata"] = dict(doc.metadata)
+    return source
+
+
+def index_action(index: str, doc: SurrogateDocument) -> dict[str, Any]:
+    """A bulk ``index`` action: the document id is the image id, so re-ingesting replaces (idempotent)."""
+    return {"_op_type": "index", "_index": index, "_id": doc.id, "_source": document_source(doc)}
+
+
+def delete_actions(index: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
+    for doc_id in ids:
+        yield {"_op_type": "delete", "_index": index, "_id": doc_id}
+
+
+def document_from_source(doc_id: str, source: Mapping[str, Any]) -> SurrogateDocument:
+    """Rebuild a ``SurrogateDocument`` from a stored ``_source`` (terms come back as floats)."""
+    return SurrogateDocument(
+        id=doc_id,
+        terms={term: int(round(value)) for term, value in (source.get(TERMS_FIELD) or {}).items()},
+        path=source.get("path"),
+        caption=source.get("caption"),
+        metadata=dict(source.get("metadata") or {}),
+    )
+
+
+def index_definition(
+    definition: Mapping[str, Any],
+    meta: Mapping[str, Any] | None,
+    shards: int,
+    replicas: int,
+) -> dict[str, Any]:
+    """Settings and mappings for ``indices.create``: the shipped definition plus the shard
+    layout and the fingerprints recorded in ``mappings._meta``."""
+    settings = {
+        key: dict(value) if isinstance(value, Mapping) else value
+        for key, value in definition["settings"].items()
+    }
+    index_settings = dict(settings.get("index", {}))
+    index_settings.update(number_of_shards=shards, number_of_replicas=replicas)
+    settings["index"] = index_settings
+    mappings = dict(definition["mappings"])
+    recorded = dict(mappings.get("_meta", {}))
+    for key, value in (meta or {}).items():
+        if value is not None:
+            recorded[key] = value
+    mappings["_meta"] = recorded
+    return {"settings": settings, "mappings": mappings}

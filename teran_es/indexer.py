@@ -1,0 +1,294 @@
+"""Ingest: image region features in, feature store and surrogate-text index out.
+
+The work directory of a pipeline holds everything one collection needs::
+
+    <workdir>/config.toml       the resolved pipeline config of the first ingest
+    <workdir>/quantizer.npz     the surrogate-text encoder, fitted on the first ingest
+    <workdir>/store/            region embeddings for the exact rerank
+    <workdir>/index/            the embedded index (or the Elasticsearch index named in the config)
+    <workdir>/skipped.jsonl     items that could not be ingested, with the reason
+
+Order of writes per batch: feature store first, index second. An interrupted ingest is
+resumed by running it again: ids present in both are skipped, ids stored but not yet
+indexed are indexed from the store (no re-encoding), the rest is encoded. Document ids are
+the image ids, so re-running never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from teran_es.config import PipelineConfig, save_config
+from teran_es.features.records import ImageRecord, RecordError, pad_regions
+from teran_es.index import Index, SurrogateDocument, open_index
+from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
+from teran_es.model.teran import TERAN
+from teran_es.rerank import resolve_device
+from teran_es.store import FeatureStore
+from teran_es.surrogate import SurrogateTextEncoder
+from teran_es.surrogate.terms import parse_region_document_id, region_document_id
+
+log = logging.getLogger(__name__)
+
+QUANTIZER_FILE = "quantizer.npz"
+SKIPPED_FILE = "skipped.jsonl"
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did; ``timings`` split the work into its stages (seconds)."""
+
+    seen: int = 0
+    encoded: int = 0
+    stored: int = 0
+    indexed: int = 0
+    skipped_existing: int = 0
+    indexed_from_store: int = 0
+    skipped_bad: int = 0
+    index_failed: int = 0
+    dead_letter_path: str | None = None
+    quantizer_fitted: bool = False
+    total_in_index: int = 0
+    total_in_store: int = 0
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"read": 0.0, "encode": 0.0, "store": 0.0, "quantize": 0.0, "index": 0.0}
+    )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Artifacts:
+    """Paths of a pipeline's work directory."""
+
+    def __init__(self, config: PipelineConfig):
+        self.root = config.resolved_workdir()
+        self.config = self.root / "config.toml"
+        self.quantizer = self.root / QUANTIZER_FILE
+        self.store = self.root / "store"
+        self.skipped = self.root / SKIPPED_FILE
+
+
+def index_meta(quantizer: SurrogateTextEncoder, model_fp: str) -> dict:
+    return {"quantizer_fingerprint": quantizer.fingerprint, "model_fingerprint": model_fp}
+
+
+def encode_region_batch(
+    model: TERAN, records: list[ImageRecord], device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Region embeddings of a batch of records: (float32 [B, R, D], bool [B, R])."""
+    batch = pad_regions(records)
+    with torch.inference_mode():
+        out = model.encode_images(
+            torch.from_numpy(batch.features).to(device),
+            torch.from_numpy(batch.boxes).to(device),
+            torch.from_numpy(batch.mask).to(device),
+        )
+    return out.regions.float().cpu().numpy(), out.mask.cpu().numpy()
+
+
+def _batched(items: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
+    batch: list[ImageRecord] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Ingestor:
+    """Composes model, feature store, quantizer and index for one pipeline."""
+
+    def __init__(self, config: PipelineConfig, model: TERAN | None = None, device: str | None = None):
+        self.config = config
+        self.paths = Artifacts(config)
+        self.device = resolve_device(device or config.search.device)
+        if model is None:
+            if not config.checkpoint:
+                raise ValueError("the pipeline names no model checkpoint (set `checkpoint` or --checkpoint)")
+            model, _, _ = load_checkpoint(config.checkpoint, device=self.device)
+        self.model = model.to(self.device).eval()
+        self.model_fingerprint = model_fingerprint(self.model)
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.store = FeatureStore.open(
+            self.paths.store,
+            create=True,
+            dim=self.model.config.embed_dim,
+            dtype=config.store.dtype,
+            model_fingerprint=self.model_fingerprint,
+            shard_size=config.store.shard_size,
+        )
+        self.quantizer: SurrogateTextEncoder | None = None
+        if self.paths.quantizer.exists():
+            self.quantizer = SurrogateTextEncoder.load(self.paths.quantizer)
+        self.index: Index | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _open_index(self) -> Index:
+        if self.index is None:
+            assert self.quantizer is not None
+            self.index = open_index(
+                self.config, create=True, meta=index_meta(self.quantizer, self.model_fingerprint)
+            )
+        return self.index
+
+    def _log_skipped(self, item_id: str | None, reason: str) -> None:
+        with self.paths.skipped.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"id": item_id, "reason": reason, "time": time.time()}) + "\n")
+
+    def _fit_quantizer(self, regions: np.ndarray, mask: np.ndarray) -> None:
+        log.info("fitting the surrogate-text quantizer on %d images", regions.shape[0])
+        self.quantizer = SurrogateTextEncoder.fit(regions, self.config.quantizer, mask=mask)
+        self.quantizer.save(self.paths.quantizer)
+        save_config(self.config, self.paths.config)
+
+    def _documents(
+        self, ids: list[str], regions: np.ndarray, mask: np.ndarray, records: dict[str, ImageRecord]
+    ) -> list[SurrogateDocument]:
+        assert self.quantizer is not None
+        batch = self.quantizer.encode_images(regions, mask)
+        doc_ids = batch.ids(ids)
+        docs = []
+        for doc_id, row, terms in zip(
+            doc_ids, batch.image_rows.tolist(), self.quantizer.term_dicts(batch.encoding), strict=True
+        ):
+            if not terms:
+                continue  # nothing survived quantisation: such an image can only be found by --exact
+            rec = records.get(ids[row])
+            docs.append(
+                SurrogateDocument(
+                    id=doc_id,
+                    terms=terms,
+                    path=rec.path if rec is not None else None,
+                    caption=rec.captions[0] if rec is not None and rec.captions else None,
+                    metadata={"image_id": ids[row]},
+                )
+            )
+        return docs
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def ingest(self, records: Iterable[ImageRecord], batch_size: int = 64, progress=None) -> IngestReport:
+        """Ingest a stream of records (see the module docstring for resume semantics).
+
+        Documents are built from the regions as stored (after the store's dtype rounding),
+        so the index and the rerank see the same vectors.
+        """
+        report = IngestReport()
+        # Until the quantizer exists nothing is indexed: stored images wait here to be fitted on.
+        fit_images = max(1, self.config.quantizer.sample_size // max(1, self.config.data.max_regions))
+        waiting: dict[str, ImageRecord] = {}
+        t0 = time.perf_counter()
+        for batch in _batched(records, batch_size):
+            report.timings["read"] += time.perf_counter() - t0
+            report.seen += len(batch)
+            by_id = {r.image_id: r for r in batch}
+            ids = list(by_id)
+            in_store = self.store.contains(ids)
+            in_index: set[str] = set()
+            if self.quantizer is not None:
+                found = self._open_index().existing_ids(self._probe_ids(ids))
+                in_index = self._image_ids_of(found)
+            to_encode = [i for i in ids if i not in in_store]
+            report.skipped_existing += sum(1 for i in ids if i in in_store and i in in_index)
+            report.indexed_from_store += sum(1 for i in ids if i in in_store and i not in in_index)
+            if to_encode:
+                t = time.perf_counter()
+                regions, mask = encode_region_batch(self.model, [by_id[i] for i in to_encode], self.device)
+                report.timings["encode"] += time.perf_counter() - t
+                report.encoded += len(to_encode)
+                t = time.perf_counter()
+                report.stored += self.store.add(to_encode, regions, mask).added
+                report.timings["store"] += time.perf_counter() - t
+            waiting.update((i, by_id[i]) for i in ids if i not in in_index)
+            if self.quantizer is None and len(waiting) >= fit_images:
+                self._fit_on(list(waiting))
+                report.quantizer_fitted = True
+            if self.quantizer is not None and waiting:
+                self._index(waiting, report)
+                waiting = {}
+            if progress is not None:
+                progress.update(len(batch))
+            t0 = time.perf_counter()
+        if waiting and self.quantizer is None:
+            self._fit_on(list(waiting))
+            report.quantizer_fitted = True
+        if waiting:
+            self._index(waiting, report)
+        self.store.flush()
+        if self.quantizer is not None:
+            index = self._open_index()
+            index.refresh()
+            report.total_in_index = index.count()
+        report.total_in_store = len(self.store)
+        return report
+
+    def _probe_ids(self, ids: list[str]) -> list[str]:
+        """Document ids that prove an image is indexed (its first region for pooling="region")."""
+        if self.config.quantizer.pooling == "region":
+            return [region_document_id(i, 0) for i in ids]
+        return ids
+
+    def _image_ids_of(self, doc_ids: Iterable[str]) -> set[str]:
+        if self.config.quantizer.pooling == "region":
+            return {parse_region_document_id(i)[0] for i in doc_ids}
+        return set(doc_ids)
+
+    def _fit_on(self, ids: list[str]) -> None:
+        regions, mask = self.store.get_many(ids)
+        self._fit_quantizer(regions.numpy(), mask.numpy())
+
+    def _index(self, records: dict[str, ImageRecord], report: IngestReport, chunk: int = 512) -> None:
+        ids = list(records)
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            regions, mask = self.store.get_many(part)
+            t = time.perf_counter()
+            docs = self._documents(part, regions.numpy(), mask.numpy(), records)
+            report.timings["quantize"] += time.perf_counter() - t
+            t = time.perf_counter()
+            result = self._open_index().add(docs)
+            report.timings["index"] += time.perf_counter() - t
+            report.index_failed += result.failed
+            report.indexed += (
+                len({d.metadata["image_id"] for d in docs}) if not result.failed else result.indexed
+            )
+            if result.dead_letter_path:
+                report.dead_letter_path = result.dead_letter_path
+
+    def close(self) -> None:
+        self.store.close()
+        if self.index is not None:
+            self.index.close()
+
+
+def _pad_to(regions: np.ndarray, mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    if regions.shape[1] == width:
+        return regions, mask
+    pad = width - regions.shape[1]
+    return (
+        np.pad(regions, ((0, 0), (0, pad), (0, 0))),
+        np.pad(mask, ((0, 0), (0, pad))),
+    )
+
+
+def skip_bad_records(records: Iterable[ImageRecord], on_skip) -> Iterator[ImageRecord]:
+    """Pass records through; a ``RecordError`` raised by the reader is reported and skipped."""
+    iterator = iter(records)
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except RecordError as exc:
+            on_skip(exc.image_id, str(exc))

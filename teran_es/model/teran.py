@@ -1,0 +1,191 @@
+"""The TERAN model: visual and textual pipelines, shared reasoning layers, alignment score.
+
+The two pipelines never mix before the score, so region vectors can be computed offline
+(``encode_images``) and word vectors at query time (``encode_texts``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+
+from teran_es.config import ModelConfig
+from teran_es.model.alignment import PADDINGS, SCORE_KINDS, pairwise_scores
+from teran_es.model.records import ImageEmbeddings, TextEmbeddings
+from teran_es.model.textual import TextEncoder, backbone_from_config, load_text_backbone, word_mask
+from teran_es.model.visual import VisualEncoder, transformer_encoder
+
+
+class TERAN(nn.Module):
+    """TERAN (Messina et al., 2021). See shared/docs/teran-spec.md.
+
+    ``text_backbone``: a BERT-family model to use as is (e.g. built from a
+    ``transformers.BertConfig``); when None it is loaded, with its tokenizer, from
+    ``config.text_backbone`` (a local directory; "" = the bundled MiniLM-L6). The backbone
+    is truncated to ``config.text_layers`` layers in place.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        text_backbone: transformers.PreTrainedModel | None = None,
+        tokenizer=None,
+    ):
+        super().__init__()
+        if config.score not in SCORE_KINDS:
+            raise ValueError(f"unknown score kind {config.score!r} (known: {', '.join(SCORE_KINDS)})")
+        if config.padding not in PADDINGS:
+            raise ValueError(f"unknown padding {config.padding!r} (known: {', '.join(PADDINGS)})")
+        if text_backbone is None:
+            text_backbone, loaded_tokenizer = load_text_backbone(config.text_backbone)
+            tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
+        self.config = dataclasses.replace(config)
+        self.tokenizer = tokenizer
+        self.visual = VisualEncoder(config)
+        self.textual = TextEncoder(config, text_backbone)
+
+        def reasoning() -> nn.TransformerEncoder | None:
+            if config.reasoning_layers == 0:
+                return None
+            return transformer_encoder(
+                config.embed_dim,
+                config.reasoning_heads,
+                config.reasoning_ff_dim,
+                config.reasoning_layers,
+                config.dropout,
+            )
+
+        if config.shared_reasoning:
+            self.reasoning = reasoning()
+        else:
+            self.image_reasoning = reasoning()
+            self.text_reasoning = reasoning()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _reason(self, vectors: torch.Tensor, sequence_mask: torch.Tensor, modality: str) -> torch.Tensor:
+        """Shared (or per-modality) layers over [B, L, D] with padding mask, then L2 normalisation."""
+        if self.config.shared_reasoning:
+            layers = self.reasoning
+        else:
+            layers = self.image_reasoning if modality == "image" else self.text_reasoning
+        if layers is not None:
+            vectors = layers(vectors, src_key_padding_mask=~sequence_mask)
+        return F.normalize(vectors, p=2, dim=-1)
+
+    def encode_images(
+        self, features: torch.Tensor, boxes: torch.Tensor, region_mask: torch.Tensor
+    ) -> ImageEmbeddings:
+        """features [B, R, F], boxes [B, R, 4] in [0, 1], region_mask bool [B, R] -> ImageEmbeddings
+        (regions [B, R, D] L2-normalised, mask [B, R], global_vec [B, D])."""
+        expected = self.config.region_feature_dim
+        if features.dim() != 3 or features.shape[2] != expected:
+            raise ValueError(f"features must be [B, R, {expected}], got {tuple(features.shape)}")
+        if boxes.shape != features.shape[:2] + (4,) or region_mask.shape != features.shape[:2]:
+            raise ValueError(
+                f"boxes {tuple(boxes.shape)} and region_mask {tuple(region_mask.shape)} must be "
+                f"[B, R, 4] and [B, R] for features {tuple(features.shape)}"
+            )
+        region_mask = region_mask.bool()
+        projected, sequence_mask = self.visual(features, boxes, region_mask)
+        vectors = self._reason(projected, sequence_mask, "image")
+        return ImageEmbeddings(regions=vectors[:, 1:], mask=region_mask, global_vec=vectors[:, 0])
+
+    def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextEmbeddings:
+        """input_ids [B, T], attention_mask [B, T] -> TextEmbeddings (words [B, T, D]
+        L2-normalised, mask bool [B, T] of the word pieces that are scored, global_vec [B, D])."""
+        projected = self.textual(input_ids, attention_mask)
+        vectors = self._reason(projected, attention_mask.bool(), "text")
+        mask = word_mask(attention_mask, self.config.exclude_last_word)
+        return TextEmbeddings(words=vectors, mask=mask, global_vec=vectors[:, 0])
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Sentences -> {"input_ids", "attention_mask"} [B, T] (T <= config.max_words, [CLS]/[SEP] included)."""
+        if self.tokenizer is None:
+            raise RuntimeError(
+                "this model has no tokenizer; pass one to TERAN(...) or load a checkpoint that has one"
+            )
+        self.tokenizer.padding_side = "right"  # word_mask assumes right padding
+        encoded = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.config.max_words, return_tensors="pt"
+        )
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def encode_sentences(self, texts: list[str]) -> TextEmbeddings:
+        """Tokenize and encode on the model's device."""
+        batch = self.tokenize(texts)
+        return self.encode_texts(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+
+    def score(
+        self,
+        images: ImageEmbeddings,
+        texts: TextEmbeddings,
+        kind: str | None = None,
+        padding: str | None = None,
+    ) -> torch.Tensor:
+        """Alignment scores [N, M] (images x sentences) with the model's score kind and padding."""
+        return pairwise_scores(
+            images.regions,
+            images.mask,
+            texts.words,
+            texts.mask,
+            kind=kind or self.config.score,
+            padding=padding or self.config.padding,
+        )
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        boxes: torch.Tensor,
+        region_mask: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        return_embeddings: bool = False,
+    ):
+        """The B x B score matrix of a training batch (row = image, column = sentence).
+
+        With ``return_embeddings``: (scores, ImageEmbeddings, TextEmbeddings), e.g. for the
+        global-vector loss.
+        """
+        images = self.encode_images(features, boxes, region_mask)
+        texts = self.encode_texts(input_ids, attention_mask)
+        scores = self.score(images, texts)
+        if return_embeddings:
+            return scores, images, texts
+        return scores
+
+
+def build_model(
+    config: ModelConfig,
+    text_backbone: transformers.PreTrainedModel | transformers.PretrainedConfig | None = None,
+    tokenizer=None,
+    device: torch.device | str = "cpu",
+) -> TERAN:
+    """A TERAN on ``device``; ``text_backbone`` may be a model, a transformers config
+    (random initialisation, e.g. for tests) or None (load from ``config.text_backbone``)."""
+    if isinstance(text_backbone, transformers.PretrainedConfig):
+        text_backbone = backbone_from_config(text_backbone)
+    return TERAN(config, text_backbone=text_backbone, tokenizer=tokenizer).to(device)
+
+
+def count_parameters(model: TERAN) -> dict[str, int]:
+    """Parameter counts: total and per part (text backbone, rest of text, visual, reasoning)."""
+
+    def size(module: nn.Module | None) -> int:
+        return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+    backbone = size(model.textual.backbone)
+    counts = {
+        "visual": size(model.visual),
+        "text_backbone": backbone,
+        "text_head": size(model.textual) - backbone,
+        "reasoning": size(model) - size(model.visual) - size(model.textual),
+    }
+    counts["total"] = size(model)
+    return counts

@@ -1,0 +1,194 @@
+"""Search: text -> word embeddings -> query terms -> candidates -> exact rerank -> hits.
+
+The searcher does not care which backend it gets: anything with the ``Index`` protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from teran_es.config import PipelineConfig
+from teran_es.index import Index, IndexHit, IndexMismatchError, open_index
+from teran_es.indexer import Artifacts, index_meta
+from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
+from teran_es.model.teran import TERAN
+from teran_es.rerank import rerank_exact, resolve_device
+from teran_es.store import FeatureStore
+from teran_es.surrogate import SurrogateTextEncoder, group_region_hits
+
+log = logging.getLogger(__name__)
+
+
+class QueryError(ValueError):
+    """A query that cannot be searched (empty, nothing the text model knows)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: the image id, its exact alignment score, and what to show."""
+
+    id: str
+    score: float
+    path: str | None = None
+    caption: str | None = None
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[Hit]
+    candidates: int  # images reranked
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Searcher:
+    """Holds the model, quantizer, feature store and index of one ingested collection."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        model: TERAN,
+        quantizer: SurrogateTextEncoder,
+        store: FeatureStore,
+        index: Index,
+        device: torch.device,
+    ):
+        self.config = config
+        self.model = model
+        self.quantizer = quantizer
+        self.store = store
+        self.index = index
+        self.device = device
+
+    @classmethod
+    def open(cls, config: PipelineConfig, model: TERAN | None = None, device: str | None = None) -> Searcher:
+        """Open what ``teran-es ingest`` built for this pipeline; refuse artifacts of another model."""
+        paths = Artifacts(config)
+        dev = resolve_device(device or config.search.device)
+        if not paths.quantizer.exists():
+            raise FileNotFoundError(
+                f"nothing ingested for pipeline {config.name!r} yet ({paths.quantizer} is missing): "
+                "run `teran-es ingest` first"
+            )
+        if model is None:
+            if not config.checkpoint:
+                raise ValueError("the pipeline names no model checkpoint (set `checkpoint` or --checkpoint)")
+            model, _, _ = load_checkpoint(config.checkpoint, device=dev)
+        model = model.to(dev).eval()
+        fingerprint = model_fingerprint(model)
+        quantizer = SurrogateTextEncoder.load(paths.quantizer)
+        # Both raise a clear mismatch error when the collection was built by another model.
+        store = FeatureStore.open(paths.store, model_fingerprint=fingerprint)
+        index = open_index(config, create=False, meta=index_meta(quantizer, fingerprint), read_only=True)
+        if not index.meta().get("model_fingerprint"):
+            raise IndexMismatchError(
+                f"index {config.index.name!r} records no model fingerprint; re-ingest it"
+            )
+        return cls(config, model, quantizer, store, index, dev)
+
+    # -- query encoding --------------------------------------------------------------------
+
+    def encode_query(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Word vectors of one query: (float [1, W, D], bool mask [1, W]); raises QueryError."""
+        if not isinstance(text, str) or not text.strip():
+            raise QueryError("the query is empty: type a few words")
+        tokens = self.model.tokenize([text])
+        ids = tokens["input_ids"][0][tokens["attention_mask"][0].bool()]
+        tokenizer = self.model.tokenizer
+        special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+        content = [int(t) for t in ids if int(t) not in special]
+        if not content or all(t == tokenizer.unk_token_id for t in content):
+            raise QueryError(
+                f"nothing in the query {text!r} is known to the text model (only unknown characters)"
+            )
+        with torch.inference_mode():
+            out = self.model.encode_texts(
+                tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+            )
+        if not bool(out.mask.any()):
+            raise QueryError(f"the query {text!r} has no words left to score")
+        return out.words.float(), out.mask
+
+    def query_terms(self, words: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+        return self.quantizer.query_terms(words[0].cpu().numpy(), mask[0].cpu().numpy())
+
+    # -- search ----------------------------------------------------------------------------
+
+    def candidates(self, terms: dict[str, float], n: int) -> list[IndexHit]:
+        """First stage: up to ``n`` candidate images from the index (region hits grouped)."""
+        if self.quantizer.config.pooling != "region":
+            return self.index.search(terms, n)
+        # k images may need up to k * R region documents; over-fetch, then group by image.
+        regions_per_image = max(1, self.config.data.max_regions)
+        hits = self.index.search(terms, n * regions_per_image)
+        return [IndexHit(i, s) for i, s in group_region_hits(((h.id, h.score) for h in hits), k=n)]
+
+    def search(
+        self, text: str, k: int | None = None, candidates: int | None = None, exact: bool = False
+    ) -> SearchResult:
+        """The top ``k`` images for ``text``: recall ``candidates`` from the index, then rerank exactly.
+
+        ``exact=True`` skips the index and scores the whole collection (the brute-force scan).
+        """
+        k = self.config.search.k if k is None else k
+        n_candidates = self.config.search.candidates if candidates is None else candidates
+        if k < 1 or n_candidates < 1:
+            raise ValueError("k and candidates must be at least 1")
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        words, mask = self.encode_query(text)
+        timings["encode"] = time.perf_counter() - t
+        if exact:
+            candidate_ids = None
+            reranked = len(self.store)
+        else:
+            t = time.perf_counter()
+            terms = self.query_terms(words, mask)
+            if not terms:
+                raise QueryError(f"the query {text!r} gives no surrogate terms")
+            first = self.candidates(terms, max(n_candidates, k))
+            timings["recall"] = time.perf_counter() - t
+            candidate_ids = [h.id for h in first]
+            reranked = len(candidate_ids)
+        t = time.perf_counter()
+        scored = rerank_exact(
+            words,
+            mask,
+            self.store,
+            candidate_ids,
+            k,
+            kind=self.model.config.score,
+            padding=self.model.config.padding,
+            device=self.device,
+            batch_size=self.config.search.batch_size,
+        )[0]
+        timings["rerank"] = time.perf_counter() - t
+        t = time.perf_counter()
+        hits = [self._hit(s.id, s.score) for s in scored]
+        timings["fetch"] = time.perf_counter() - t
+        return SearchResult(query=text, hits=hits, candidates=reranked, timings=timings)
+
+    def _hit(self, image_id: str, score: float) -> Hit:
+        doc_id = image_id
+        if self.quantizer.config.pooling == "region":
+            doc_id = f"{image_id}#r0"
+        doc = self.index.get(doc_id)
+        return Hit(image_id, score, doc.path if doc else None, doc.caption if doc else None)
+
+    def close(self) -> None:
+        self.store.close()
+        self.index.close()
+
+
+def recall_at(found: list[str], exact: list[str]) -> float:
+    """Fraction of the exact top list that the pipeline's list holds (order ignored)."""
+    if not exact:
+        return 1.0
+    return len(set(found) & set(exact)) / len(exact)

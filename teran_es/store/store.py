@@ -1,0 +1,649 @@
+"""FeatureStore: region (or word) embeddings by id, memory-mapped, for the exact rerank.
+
+A store is a directory::
+
+    manifest.json        the commit point: format version, dim, dtype, model fingerprint,
+                         shard list, tombstones, counts (see ``manifest.py``)
+    shard-00000.arrow    up to ``shard_size`` images each (see ``shard.py``)
+    .lock                held (flock) by the one process that may write
+
+Writes go to an in-memory pending shard; a full pending shard, ``flush()`` and ``close()``
+write it as a new immutable shard and then replace the manifest. Everything added is visible
+to this object's reads at once, and durable once committed. A crash loses only the images
+added since the last commit; an ingest that is simply re-run skips what is already there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+import teran_es
+from teran_es.config import StoreConfig
+from teran_es.store.codec import (
+    STORAGE_DTYPE,
+    TORCH_DTYPE,
+    check_dtype,
+    decode_into,
+    encode,
+    has_scales,
+)
+from teran_es.store.errors import StoreError, StoreMismatchError, StoreNotFoundError, StoreNotWritableError
+from teran_es.store.files import TMP_SUFFIX
+from teran_es.store.inputs import check_values, checked_ids, stack_regions
+from teran_es.store.manifest import (
+    KINDS,
+    MANIFEST_NAME,
+    Manifest,
+    ShardEntry,
+    read_manifest,
+    utc_now,
+    write_manifest,
+)
+from teran_es.store.pending import GrowableColumn, PendingShard
+from teran_es.store.shard import (
+    SHARD_PREFIX,
+    SHARD_SUFFIX,
+    ShardView,
+    open_shard,
+    shard_file_name,
+    write_shard,
+)
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+# List offsets are int32: shard_size * inputs.MAX_REGIONS_PER_ITEM must stay below 2**31.
+MAX_SHARD_SIZE = 65536
+_MISSING_SHOWN = 5
+# torch runs an element-wise kernel on its thread pool once it has more than
+# at::internal::GRAIN_SIZE = 32768 elements. One image (36 x 1024) is just above that, so the
+# pool would be woken once per image; on a busy machine each of those regions waits for a
+# descheduled worker (measured on 2 shared cores at load ~7: 300-900 ms per 1,000-image
+# get_many instead of 40 ms). Copies are cut into pieces the calling thread runs alone.
+_SERIAL_ELEMENTS = 32768
+
+
+class AddResult(NamedTuple):
+    """How many of the ids given to ``add`` were stored, and how many were already there."""
+
+    added: int
+    skipped: int
+
+
+class FeatureStore:
+    """Region (or word) embeddings by string id. Create or open one with ``FeatureStore.open``.
+
+    Not thread-safe for writing; concurrent reads of a store nobody writes to are fine.
+    """
+
+    def __init__(self, path: Path, manifest: Manifest, *, writable: bool, lock_fd: int | None) -> None:
+        """Load the shards ``manifest`` lists. Use ``FeatureStore.open`` instead."""
+        self.path = path
+        self._manifest = manifest
+        self._writable = writable
+        self._lock_fd = lock_fd
+        self._closed = False
+        self._dirty = False
+        self._shards: list[ShardView] = []
+        # Every stored row (committed or pending), in storage order, and the live row of each id.
+        self._where: dict[str, int] = {}
+        self._row_shard = GrowableColumn(np.int32)
+        self._row_start = GrowableColumn(np.int64)
+        self._row_count = GrowableColumn(np.int32)
+        self._deleted: set[str] = set(manifest.deleted)
+        self._pending: PendingShard | None = None
+        for entry in manifest.shards:
+            self._attach(self._open_listed_shard(entry))
+        for item_id in self._deleted:
+            self._where.pop(item_id, None)
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        writable: bool | None = None,
+        dim: int | None = None,
+        dtype: str | None = None,
+        model_fingerprint: str | None = None,
+        kind: str | None = None,
+        shard_size: int | None = None,
+    ) -> FeatureStore:
+        """Open the store at ``path``; with ``create=True`` make it first if it does not exist.
+
+        ``writable`` defaults to ``create``. ``dim``, ``dtype``, ``model_fingerprint`` and ``kind``
+        are required to create a store (dtype defaults to ``StoreConfig().dtype``, kind to
+        "regions"); given when opening an existing one they are expectations, and a store that
+        differs raises ``StoreMismatchError``. ``shard_size`` (images per shard file) applies to
+        shards written from now on.
+        """
+        path = Path(path)
+        writable = create if writable is None else writable
+        if create and not writable:
+            raise ValueError("create=True needs a writable store (writable=True)")
+        if dtype is not None:
+            check_dtype(dtype)
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"unknown feature store kind {kind!r} (known: {', '.join(KINDS)})")
+        if shard_size is not None and not 1 <= shard_size <= MAX_SHARD_SIZE:
+            raise ValueError(f"shard_size must be between 1 and {MAX_SHARD_SIZE}, got {shard_size}")
+        if path.exists() and not path.is_dir():
+            raise StoreNotFoundError(f"{path} is a file, not a feature store directory")
+        if not path.exists() and not create:
+            raise StoreNotFoundError(
+                f"no feature store at {path}: the directory does not exist (open with create=True to make one)"
+            )
+
+        lock_fd = None
+        if writable:
+            if create:
+                try:
+                    path.mkdir(parents=True, exist_ok=True)
+                except PermissionError as exc:
+                    raise StoreNotWritableError(
+                        f"cannot create feature store directory {path}: {exc.strerror}"
+                    ) from None
+            lock_fd = _take_writer_lock(path)
+        try:
+            try:
+                manifest = read_manifest(path)
+                is_new = False
+            except FileNotFoundError:
+                if not create:
+                    raise StoreNotFoundError(
+                        f"no feature store at {path}: {MANIFEST_NAME} is missing (open with create=True to make one)"
+                    ) from None
+                manifest = _new_manifest(path, dim, dtype, model_fingerprint, kind, shard_size)
+                is_new = True
+            if not is_new:
+                _check_expectations(path, manifest, dim, dtype, model_fingerprint, kind)
+                if shard_size is not None:
+                    manifest.shard_size = shard_size
+            if writable:
+                _remove_uncommitted_files(path, manifest)
+            if is_new:
+                # Written at once so that the directory is a valid, empty store from now on.
+                manifest.created = manifest.updated = utc_now()
+                manifest.written_by = _library_versions()
+                write_manifest(path, manifest)
+            return cls(path, manifest, writable=writable, lock_fd=lock_fd)
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+
+    def _open_listed_shard(self, entry: ShardEntry) -> ShardView:
+        file = self.path / entry.file
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
+            raise StoreError(
+                f"feature store {self.path} lists shard {entry.file}, which is missing"
+            ) from None
+        if size != entry.bytes:
+            raise StoreError(
+                f"shard {file} has {size} bytes but the manifest recorded {entry.bytes}: it was changed or truncated"
+            )
+        view = open_shard(file, self.dim, self.dtype)
+        if len(view.ids) != entry.images or len(view.codes) != entry.regions:
+            raise StoreError(f"shard {file} does not hold the images and regions its manifest entry records")
+        return view
+
+    def _attach(self, view: ShardView) -> None:
+        """Add a committed shard's rows to the id map; later rows of an id replace earlier ones."""
+        base = len(self._row_shard)
+        self._row_shard.extend(np.full(len(view.ids), len(self._shards), dtype=np.int32))
+        self._row_start.extend(view.starts)
+        self._row_count.extend(view.counts)
+        self._where.update(zip(view.ids, range(base, base + len(view.ids)), strict=True))
+        self._shards.append(view)
+
+    # ---------------------------------------------------------------- description
+
+    @property
+    def dim(self) -> int:
+        return self._manifest.dim
+
+    @property
+    def dtype(self) -> str:
+        return self._manifest.dtype
+
+    @property
+    def kind(self) -> str:
+        return self._manifest.kind
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self._manifest.model_fingerprint
+
+    @property
+    def shard_size(self) -> int:
+        return self._manifest.shard_size
+
+    @property
+    def writable(self) -> bool:
+        return self._writable and not self._closed
+
+    def stats(self) -> dict[str, int]:
+        """Counts: live images, stored rows and regions (committed), tombstones, shards, bytes."""
+        return {
+            "images": len(self._where),
+            "rows": sum(e.images for e in self._manifest.shards),
+            "regions": sum(e.regions for e in self._manifest.shards),
+            "deleted": len(self._deleted),
+            "shards": len(self._manifest.shards),
+            "pending_images": 0 if self._pending is None else len(self._pending.ids),
+            "bytes": sum(e.bytes for e in self._manifest.shards),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureStore({str(self.path)!r}, kind={self.kind}, dim={self.dim}, dtype={self.dtype}, "
+            f"images={len(self._where)}, writable={self.writable})"
+        )
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._where
+
+    def ids(self) -> list[str]:
+        """Live ids in storage order."""
+        return list(self._where)
+
+    def positions(self, ids: Sequence[str]) -> list[int]:
+        """Storage positions of ``ids`` (sorting by them gives storage order); KeyError if unknown."""
+        return self._rows_of(ids).tolist()
+
+    def contains(self, ids: Iterable[str]) -> set[str]:
+        """The subset of ``ids`` that the store holds."""
+        where = self._where
+        return {i for i in ids if i in where}
+
+    # ---------------------------------------------------------------- reading
+
+    def get_many(
+        self, ids: Sequence[str], device: str | torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Regions of ``ids`` as ``(float32 [B, Rmax, D], bool mask [B, Rmax])`` on ``device``.
+
+        ``Rmax`` is the largest region count in this batch; padded rows are zero. Unknown ids
+        raise KeyError naming some of them. Off the CPU, the stored codes travel (a half or a
+        quarter of the float32 bytes) and are decoded on the device.
+        """
+        target = torch.device("cpu") if device is None else torch.device(device)
+        if target.type != "cpu":
+            pin = target.type == "cuda" and torch.cuda.is_available()
+            codes, scales, mask = self.get_codes(ids, pin_memory=pin)
+            out = torch.empty(codes.shape, dtype=torch.float32, device=target)
+            decode_into(
+                out,
+                codes.to(target, non_blocking=pin),
+                None if scales is None else scales.to(target, non_blocking=pin),
+            )
+            return out, mask.to(target)
+
+        pieces, width, mask = self._locate(ids)
+        code_sources, scale_sources = self._sources()
+        with_scales = has_scales(self.dtype)
+        # np.zeros: the kernel hands over zeroed pages, so padding costs nothing, and numpy asks
+        # for transparent huge pages, which makes first-touching this large buffer much cheaper.
+        out = torch.from_numpy(np.zeros((len(mask), width, self.dim), dtype=np.float32))
+        for i, s, a, b, n in pieces:
+            decode_into(
+                out[i, b : b + n],
+                code_sources[s][a : a + n],
+                scale_sources[s][a : a + n] if with_scales else None,
+            )
+        return out, mask
+
+    def get_codes(
+        self, ids: Sequence[str], *, pin_memory: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The stored codes of ``ids``, not decoded: ``(codes [B, Rmax, D], scales [B, Rmax] or None, mask)``.
+
+        ``codes`` has the store's dtype (float32, float16 or int8); ``scales`` is there for int8
+        only. ``codec.decode_into`` turns them into ``get_many``'s regions, on any device.
+        """
+        pieces, width, mask = self._locate(ids)
+        code_sources, scale_sources = self._sources()
+        shape = (len(mask), width, self.dim)
+        codes = torch.zeros(shape, dtype=TORCH_DTYPE[self.dtype], pin_memory=pin_memory)
+        scales = None
+        if has_scales(self.dtype):
+            scales = torch.zeros(shape[:2], dtype=torch.float32, pin_memory=pin_memory)
+        for i, s, a, b, n in pieces:
+            codes[i, b : b + n] = code_sources[s][a : a + n]
+            if scales is not None:
+                scales[i, b : b + n] = scale_sources[s][a : a + n]
+        return codes, scales, mask
+
+    def iter_batches(
+        self, batch_size: int = 256, device: str | torch.device | None = None
+    ) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor]]:
+        """Yield ``(ids, regions, mask)`` over every live item in storage order (the exhaustive scan)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        snapshot = list(self._where)
+        for begin in range(0, len(snapshot), batch_size):
+            # Skip ids deleted since the scan started rather than fail on them.
+            chunk = [i for i in snapshot[begin : begin + batch_size] if i in self._where]
+            if chunk:
+                regions, mask = self.get_many(chunk, device)
+                yield chunk, regions, mask
+
+    def _locate(
+        self, ids: Sequence[str]
+    ) -> tuple[Iterator[tuple[int, int, int, int, int]], int, torch.Tensor]:
+        """Where the regions of ``ids`` are: copy pieces, Rmax and the mask.
+
+        A piece ``(position, shard, source row, row within the item, rows)`` covers at most
+        ``_SERIAL_ELEMENTS`` values, so that torch copies it on the calling thread.
+        """
+        self._require_open()
+        rows = self._rows_of(ids)
+        shards = self._row_shard.view()[rows]
+        starts = self._row_start.view()[rows]
+        counts = self._row_count.view()[rows]
+        width = int(counts.max()) if len(rows) else 0
+        mask = torch.from_numpy(np.arange(width) < counts[:, None])
+        rows_per_piece = max(1, _SERIAL_ELEMENTS // self.dim)
+        return _pieces(shards.tolist(), starts.tolist(), counts.tolist(), rows_per_piece), width, mask
+
+    def _rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        if isinstance(ids, str):
+            raise TypeError("get_many takes a sequence of ids, not a single string")
+        where = self._where
+        try:
+            rows = [where[i] for i in ids]
+        except KeyError:
+            missing = [i for i in ids if i not in where]
+            shown = ", ".join(repr(i) for i in missing[:_MISSING_SHOWN])
+            more = f" and {len(missing) - _MISSING_SHOWN} more" if len(missing) > _MISSING_SHOWN else ""
+            raise KeyError(
+                f"{len(missing)} of {len(ids)} ids are not in the feature store {self.path}: {shown}{more}"
+            ) from None
+        return np.fromiter(rows, dtype=np.int64, count=len(rows))
+
+    def _sources(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Codes and scales of every shard by shard number, the pending one last."""
+        codes = [view.codes for view in self._shards]
+        scales = [view.scales for view in self._shards]
+        if self._pending is not None:
+            pending_codes, pending_scales = self._pending.tensors()
+            codes.append(pending_codes)
+            scales.append(pending_scales)
+        return codes, scales
+
+    # ---------------------------------------------------------------- writing
+
+    def add(self, ids: Sequence[str], regions: Any, mask: Any = None) -> AddResult:
+        """Store the regions of ``ids``; ids already stored (or repeated in ``ids``) are skipped.
+
+        ``regions`` is either one ``[n_i, D]`` array or tensor per id, or a padded
+        ``[B, R, D]`` array or tensor with an optional bool ``mask [B, R]`` (True = a region).
+        The whole call is checked before anything is stored: a wrong dimension, a NaN/Inf or
+        out-of-range value, or an id with no regions raises ValueError naming the id, and the
+        store is left as it was.
+        """
+        self._require_writable()
+        id_list = checked_ids(ids)
+        stacked, counts = stack_regions(id_list, regions, mask, self.dim)
+        check_values(id_list, stacked, counts, self.dtype)
+
+        keep: list[int] = []
+        seen: set[str] = set()
+        for position, item_id in enumerate(id_list):
+            if item_id not in self._where and item_id not in seen:
+                seen.add(item_id)
+                keep.append(position)
+        if not keep:
+            return AddResult(0, len(id_list))
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        if len(keep) < len(id_list):
+            stacked = np.concatenate([stacked[offsets[k] : offsets[k + 1]] for k in keep])
+            counts = counts[keep]
+            offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=offsets[1:])
+        kept_ids = [id_list[k] for k in keep]
+        codes, scales = encode(stacked, self.dtype)
+
+        # Fill the pending shard up to shard_size, commit it, go on: a commit then always
+        # writes all pending rows, so the manifest never runs ahead of the shards.
+        done = 0
+        while done < len(kept_ids):
+            pending = self._pending_shard()
+            take = min(self.shard_size - len(pending.ids), len(kept_ids) - done)
+            first, last = offsets[done], offsets[done + take]
+            self._append_pending(
+                kept_ids[done : done + take],
+                counts[done : done + take],
+                codes[first:last],
+                None if scales is None else scales[first:last],
+            )
+            done += take
+            if len(pending.ids) >= self.shard_size:
+                self._commit()
+        return AddResult(len(kept_ids), len(id_list) - len(kept_ids))
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Tombstone ``ids``; returns how many were present. Durable at the next flush/close."""
+        self._require_writable()
+        removed = 0
+        for item_id in ids:
+            if self._where.pop(item_id, None) is not None:
+                self._deleted.add(item_id)
+                removed += 1
+        self._dirty = self._dirty or removed > 0
+        return removed
+
+    def flush(self) -> None:
+        """Commit: write pending images as a shard, then the manifest. A no-op when nothing changed."""
+        self._require_writable()
+        self._commit()
+
+    def close(self) -> None:
+        """Flush (when writable) and release the files and the writer lock. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            if self._writable:
+                self._commit()
+        finally:
+            self._closed = True
+            self._shards = []
+            self._pending = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _pending_shard(self) -> PendingShard:
+        if self._pending is None:
+            # Room for a full shard of TERAN-sized images (36 regions), reserved but untouched
+            # until written, so filling it never copies; capped at 1 GiB, it grows when needed.
+            row_bytes = self.dim * STORAGE_DTYPE[self.dtype].itemsize
+            expected_regions = max(1, min(self.shard_size * 36, 2**30 // row_bytes))
+            self._pending = PendingShard(self.dim, self.dtype, expected_regions)
+        return self._pending
+
+    def _append_pending(
+        self, ids: list[str], counts: np.ndarray, codes: np.ndarray, scales: np.ndarray | None
+    ) -> None:
+        first = self._pending_shard().append(ids, counts, codes, scales)
+        starts = np.empty(len(counts), dtype=np.int64)
+        starts[0] = first
+        np.cumsum(counts[:-1], out=starts[1:])
+        starts[1:] += first
+        base = len(self._row_shard)
+        # The pending shard will be committed as shard number len(self._shards), with the same layout.
+        self._row_shard.extend(np.full(len(ids), len(self._shards), dtype=np.int32))
+        self._row_start.extend(starts)
+        self._row_count.extend(counts)
+        self._where.update(zip(ids, range(base, base + len(ids)), strict=True))
+        self._deleted.difference_update(ids)
+
+    def _commit(self) -> None:
+        pending = self._pending
+        if pending is not None and pending.ids:
+            name = shard_file_name(self._manifest.next_shard)
+            regions = pending.regions
+            size = write_shard(
+                self.path / name,
+                pending.ids,
+                pending.counts.view(),
+                pending.codes[:regions],
+                None if pending.scales is None else pending.scales[:regions],
+                self.dtype,
+            )
+            view = open_shard(self.path / name, self.dim, self.dtype)
+            self._shards.append(view)
+            self._manifest.shards.append(
+                ShardEntry(file=name, images=len(pending.ids), regions=regions, bytes=size)
+            )
+            self._manifest.next_shard += 1
+            pending.clear()
+            self._dirty = True
+        if not self._dirty:
+            return
+        manifest = self._manifest
+        manifest.generation += 1
+        manifest.deleted = sorted(self._deleted)
+        manifest.updated = utc_now()
+        manifest.written_by = _library_versions()
+        stats = self.stats()
+        manifest.counts = {
+            key: stats[key] for key in ("images", "rows", "regions", "deleted", "shards", "bytes")
+        }
+        write_manifest(self.path, manifest)
+        self._dirty = False
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"feature store {self.path} is closed")
+
+    def _require_writable(self) -> None:
+        self._require_open()
+        if not self._writable:
+            raise StoreNotWritableError(
+                f"feature store {self.path} was opened read-only; open it with writable=True to change it"
+            )
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _pieces(
+    shards: list[int], starts: list[int], counts: list[int], rows_per_piece: int
+) -> Iterator[tuple[int, int, int, int, int]]:
+    for position, (shard, start, count) in enumerate(zip(shards, starts, counts, strict=True)):
+        for offset in range(0, count, rows_per_piece):
+            yield position, shard, start + offset, offset, min(rows_per_piece, count - offset)
+
+
+def _library_versions() -> dict[str, str]:
+    return {"teran_es": teran_es.__version__, "pyarrow": pa.__version__, "numpy": np.__version__}
+
+
+def _take_writer_lock(path: Path) -> int:
+    """Hold ``path/.lock`` exclusively (released by the kernel if the process dies)."""
+    try:
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        raise StoreNotFoundError(f"no feature store directory at {path}") from None
+    except OSError as exc:
+        raise StoreNotWritableError(
+            f"cannot write to feature store directory {path} ({exc.strerror}); "
+            "open it with writable=False to read it, or fix its permissions"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"feature store {path} is already open for writing (by this or another process)"
+        ) from None
+    return fd
+
+
+def _new_manifest(
+    path: Path,
+    dim: int | None,
+    dtype: str | None,
+    model_fingerprint: str | None,
+    kind: str | None,
+    shard_size: int | None,
+) -> Manifest:
+    if dim is None or dim < 1:
+        raise ValueError(f"creating feature store {path} needs dim (a positive int), got {dim!r}")
+    if not model_fingerprint:
+        raise ValueError(
+            f"creating feature store {path} needs model_fingerprint: it records which model made the embeddings"
+        )
+    defaults = StoreConfig()
+    return Manifest(
+        dim=int(dim),
+        dtype=check_dtype(dtype or defaults.dtype),
+        model_fingerprint=model_fingerprint,
+        kind=kind or "regions",
+        shard_size=shard_size or defaults.shard_size,
+    )
+
+
+def _check_expectations(
+    path: Path,
+    manifest: Manifest,
+    dim: int | None,
+    dtype: str | None,
+    model_fingerprint: str | None,
+    kind: str | None,
+) -> None:
+    if model_fingerprint is not None and model_fingerprint != manifest.model_fingerprint:
+        raise StoreMismatchError(
+            f"feature store {path} was built by another model (fingerprint {manifest.model_fingerprint!r}, "
+            f"expected {model_fingerprint!r}); embeddings of different models cannot be compared. "
+            f"Rebuild the store with the current model (ingest into a new directory), or load the "
+            f"checkpoint whose fingerprint is {manifest.model_fingerprint!r}."
+        )
+    if dim is not None and dim != manifest.dim:
+        raise StoreMismatchError(f"feature store {path} holds {manifest.dim}-dimensional vectors, not {dim}")
+    if dtype is not None and dtype != manifest.dtype:
+        raise StoreMismatchError(
+            f"feature store {path} stores {manifest.dtype}, not {dtype}; a store has one dtype "
+            "(write a new store to change it, or leave dtype out to use the store's)"
+        )
+    if kind is not None and kind != manifest.kind:
+        raise StoreMismatchError(f"feature store {path} holds {manifest.kind} embeddings, not {kind}")
+
+
+def _remove_uncommitted_files(path: Path, manifest: Manifest) -> None:
+    """Delete shards the manifest does not list and temporary files: leftovers of a crash."""
+    listed = {entry.file for entry in manifest.shards}
+    for file in path.iterdir():
+        name = file.name
+        orphan_shard = name.startswith(SHARD_PREFIX) and name.endswith(SHARD_SUFFIX) and name not in listed
+        temporary = name.startswith(".") and name.endswith(TMP_SUFFIX)
+        if orphan_shard or temporary:
+            log.warning(
+                "feature store %s: removing %s, left by an interrupted write (never committed)", path, name
+            )
+            file.unlink()

@@ -1,0 +1,89 @@
+"""Spelling of surrogate-text terms and of per-region document ids.
+
+After the CReLU split a D-dimensional vector has 2D non-negative components. Component ``i``
+with ``i < D`` is the positive part of rotated axis ``i`` and is spelled ``p<i>``; component
+``D + i`` is the negative part of axis ``i`` and is spelled ``n<i>`` (decimal, no leading
+zeros). Names are at most 6 characters for D <= 10**5, contain no dots (Elasticsearch would
+read a dotted key of a ``sparse_vector`` object as a path), and do not start with ``_``
+(reserved for metadata fields).
+"""
+
+from __future__ import annotations
+
+import re
+
+_TERM_PATTERN = re.compile(r"([pn])(0|[1-9][0-9]*)")
+_REGION_SUFFIX = "#r"
+MAX_TERM_BYTES = 255  # far below Lucene's 32766-byte term limit; ours are <= 7 bytes
+
+
+def term_name(component: int, dim: int) -> str:
+    """Name of CReLU component ``component`` in [0, 2*dim) of a ``dim``-dimensional space."""
+    if dim < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+    if not 0 <= component < 2 * dim:
+        raise ValueError(f"component {component} is outside [0, {2 * dim}) for dim={dim}")
+    if component < dim:
+        return f"p{component}"
+    return f"n{component - dim}"
+
+
+def parse_term(term: str, dim: int) -> int:
+    """Inverse of :func:`term_name`: the component index in [0, 2*dim) spelled by ``term``."""
+    match = _TERM_PATTERN.fullmatch(term) if isinstance(term, str) else None
+    if match is None:
+        raise ValueError(f"{term!r} is not a surrogate term (expected p<int> or n<int>, no leading zeros)")
+    axis = int(match.group(2))
+    if axis >= dim:
+        raise ValueError(f"term {term!r} names axis {axis}, but dim is {dim}")
+    return axis if match.group(1) == "p" else dim + axis
+
+
+def vocabulary(dim: int) -> list[str]:
+    """All 2*dim term names, indexed by component: ``vocabulary(dim)[c] == term_name(c, dim)``."""
+    return [f"p{i}" for i in range(dim)] + [f"n{i}" for i in range(dim)]
+
+
+def term_problem(term: object) -> str | None:
+    """Why ``term`` cannot be a ``sparse_vector`` key, or None when it is acceptable.
+
+    Conservative rules: a non-empty str of at most MAX_TERM_BYTES UTF-8 bytes, no '.',
+    no leading '_', no whitespace or other non-printable characters.
+    """
+    if not isinstance(term, str):
+        return f"not a string but {type(term).__name__}"
+    if not term:
+        return "empty"
+    if "." in term:
+        return "contains '.' (Elasticsearch reads dotted keys as object paths)"
+    if term.startswith("_"):
+        return "starts with '_' (reserved for metadata fields)"
+    if not term.isprintable() or any(ch.isspace() for ch in term):
+        return "contains whitespace or a non-printable character"
+    try:
+        size = len(term.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid Unicode (lone surrogate)"
+    if size > MAX_TERM_BYTES:
+        return f"longer than {MAX_TERM_BYTES} UTF-8 bytes"
+    return None
+
+
+def is_acceptable_term(term: object) -> bool:
+    """True when ``term`` can be used as a ``sparse_vector`` key (see :func:`term_problem`)."""
+    return term_problem(term) is None
+
+
+def region_document_id(image_id: str, slot: int) -> str:
+    """Id of the document holding region ``slot`` of image ``image_id`` (pooling="region")."""
+    if slot < 0:
+        raise ValueError(f"region slot must be >= 0, got {slot}")
+    return f"{image_id}{_REGION_SUFFIX}{slot}"
+
+
+def parse_region_document_id(document_id: str) -> tuple[str, int]:
+    """Inverse of :func:`region_document_id`: ``(image_id, slot)``."""
+    image_id, sep, slot = document_id.rpartition(_REGION_SUFFIX)
+    if not sep or not slot.isdigit() or not slot.isascii() or (len(slot) > 1 and slot[0] == "0"):
+        raise ValueError(f"{document_id!r} is not a region document id (expected '<image_id>#r<slot>')")
+    return image_id, int(slot)

@@ -1,0 +1,416 @@
+"""The TERAN training loop (see shared/docs/teran-spec.md, "Loss and training").
+
+Batches are drawn per caption: every (image, caption) pair of the training split is one
+sample, shuffled each epoch, and a batch of B pairs gives a B x B score matrix whose
+diagonal holds the positives (two captions of one image in a batch count as negatives).
+The loss is the hinge triplet loss with hardest negatives, summed over the batch.
+
+Optimiser: Adam or AdamW with one learning rate for the text backbone and one for the
+rest, a linear warm-up over the first iterations, step decay every ``lr_step_epochs``
+epochs, gradient clipping by global norm, and mixed precision on CUDA only.
+
+Output directory layout::
+
+    config.toml       the resolved pipeline config of the run
+    metrics.jsonl     one JSON object per log line: {"event": "train" | "val", ...}
+    last/             checkpoint after the latest finished epoch, plus training_state.pt
+                      (optimizer, scheduler, AMP scaler, epoch, iteration, best RSUM)
+    best/             checkpoint with the highest validation RSUM so far
+
+Running again with the same output directory continues after the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from teran_es.config import PipelineConfig, TrainConfig, save_config
+from teran_es.evaluation import evaluate_model
+from teran_es.features import ImageCaptionSet, open_image_set, pad_regions
+
+log = logging.getLogger(__name__)
+
+TRAINING_STATE_FILE = "training_state.pt"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.toml"
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue (incompatible resume, diverged loss, ...)."""
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did."""
+
+    output_dir: Path
+    epochs_completed: int
+    iterations: int
+    best_rsum: float
+    best_epoch: int
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    resumed_from_epoch: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["output_dir"] = str(self.output_dir)
+        return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` = the first CUDA device when there is one, else the CPU."""
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class StepWarmupSchedule:
+    """Learning-rate factor at iteration ``it``: linear warm-up over ``warmup_iters``, then
+    x ``gamma`` every ``step_epochs`` epochs (no decay when ``step_epochs`` is 0).
+
+    An object rather than a lambda so that LambdaLR's state_dict can save it.
+    """
+
+    def __init__(self, iters_per_epoch: int, warmup_iters: int, step_epochs: int, gamma: float) -> None:
+        self.iters_per_epoch = max(1, iters_per_epoch)
+        self.warmup_iters = warmup_iters
+        self.step_epochs = step_epochs
+        self.gamma = gamma
+
+    def __call__(self, it: int) -> float:
+        warm = min(1.0, (it + 1) / self.warmup_iters) if self.warmup_iters > 0 else 1.0
+        if self.step_epochs <= 0:
+            return warm
+        return warm * self.gamma ** ((it // self.iters_per_epoch) // self.step_epochs)
+
+
+def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """Adam/AdamW with two parameter groups: ``text_backbone`` (lr_backbone) and ``rest`` (lr)."""
+    backbone = model.textual.backbone
+    backbone_ids = {id(p) for p in backbone.parameters()}
+    backbone_params = [p for p in backbone.parameters() if p.requires_grad]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
+    groups = [
+        {"params": backbone_params, "lr": train.lr_backbone, "name": "text_backbone"},
+        {"params": rest, "lr": train.lr, "name": "rest"},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if train.optimizer == "adam":
+        return torch.optim.Adam(groups, weight_decay=train.weight_decay)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=train.weight_decay)
+    raise TrainingError(f"unknown optimizer {train.optimizer!r} (adam | adamw)")
+
+
+def caption_pairs(image_set: ImageCaptionSet) -> np.ndarray:
+    """Every (image index, caption index) of the set: int64 [P, 2]."""
+    pairs = [(i, c) for i, caps in enumerate(image_set.captions) for c in range(len(caps))]
+    if not pairs:
+        raise TrainingError(f"split {image_set.name!r} has no captions to train on")
+    return np.asarray(pairs, dtype=np.int64)
+
+
+def collate(
+    image_set: ImageCaptionSet, pairs: np.ndarray, tokenize: Callable[[list[str]], dict]
+) -> dict[str, torch.Tensor]:
+    """One training batch from (image, caption) pairs [B, 2]: padded regions with their
+    mask and tokenized captions (row b of each is a positive pair)."""
+    images = [image_set.load(int(i)) for i in pairs[:, 0]]
+    regions = pad_regions(images)
+    texts = [image_set.captions[int(i)][int(c)] for i, c in pairs]
+    tokens = tokenize(texts)
+    return {
+        "features": torch.from_numpy(regions.features),
+        "boxes": torch.from_numpy(regions.boxes),
+        "region_mask": torch.from_numpy(regions.mask),
+        "input_ids": tokens["input_ids"],
+        "attention_mask": tokens["attention_mask"],
+    }
+
+
+def _amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype, bool]:
+    """(autocast on?, its dtype, gradient scaler needed?) — bf16 where the GPU has it, else fp16."""
+    if not enabled or device.type != "cuda":
+        return False, torch.float32, False
+    if torch.cuda.is_bf16_supported():
+        return True, torch.bfloat16, False
+    return True, torch.float16, True
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=False, default=float) + "\n")
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished directory into place so a crash never leaves a half-written one."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _save(
+    model, directory: Path, config: PipelineConfig, extra: dict[str, Any], state: dict[str, Any] | None
+) -> None:
+    from teran_es.model.checkpoint import save_checkpoint
+
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_checkpoint(model, tmp, config, extra)
+    if state is not None:
+        torch.save(state, tmp / TRAINING_STATE_FILE)
+    _replace_dir(tmp, directory)
+
+
+def _build_model(config: PipelineConfig, device: torch.device):
+    from teran_es.model.teran import TERAN
+
+    return TERAN(config.model).to(device)
+
+
+def _resume(last: Path, config: PipelineConfig, device: torch.device):
+    """(model, training state) from ``last/``; refuses a run whose model differs from ``config``."""
+    from teran_es.model.checkpoint import load_checkpoint
+
+    model, saved, _meta = load_checkpoint(last, device)
+    if dataclasses.asdict(saved.model) != dataclasses.asdict(config.model):
+        changed = [
+            k for k, v in dataclasses.asdict(config.model).items() if dataclasses.asdict(saved.model)[k] != v
+        ]
+        raise TrainingError(
+            f"{last} was trained with another model config (differs in {changed}); "
+            "use another train.output_dir or restart"
+        )
+    state_path = last / TRAINING_STATE_FILE
+    if not state_path.is_file():
+        raise TrainingError(f"{state_path}: missing, cannot resume (restart instead)")
+    # our own file, written by _save: optimizer tensors and plain numbers only
+    state = torch.load(state_path, map_location=device, weights_only=True)
+    return model, state
+
+
+def _train_step(
+    model,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    cfg: TrainConfig,
+    amp_dtype: torch.dtype | None,
+) -> float:
+    """One optimisation step on one batch; returns the loss (the step is skipped if it is
+    not finite, and the caller stops the run)."""
+    from teran_es.model.loss import contrastive_loss, global_contrastive_loss
+
+    device_type = batch["features"].device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        scores, images, texts = model(**batch, return_embeddings=True)
+    # the loss is a sum over the batch: computed in float32 whatever the autocast dtype
+    loss = contrastive_loss(scores.float(), margin=cfg.margin, max_violation=cfg.max_violation)
+    if cfg.global_loss_weight > 0:
+        loss = loss + cfg.global_loss_weight * global_contrastive_loss(
+            images.global_vec.float(), texts.global_vec.float(), cfg.margin, cfg.max_violation
+        )
+    value = loss.item()
+    if not math.isfinite(value):
+        return value
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return value
+
+
+def train(
+    config: PipelineConfig,
+    *,
+    restart: bool = False,
+    progress: bool = True,
+    on_error: str = "raise",
+) -> TrainResult:
+    """Train (or continue training) TERAN as ``config`` says; returns a summary.
+
+    ``restart``: ignore an existing ``last/`` checkpoint and start from scratch.
+    ``on_error``: what the data readers do with bad images ("raise" or "skip").
+    """
+    started = time.perf_counter()
+    cfg = config.train
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if cfg.cpu_threads > 0:
+        torch.set_num_threads(cfg.cpu_threads)
+    seed_everything(cfg.seed)
+
+    feature_dim = config.model.region_feature_dim
+    train_set = open_image_set(
+        config.data, config.data.train_split, on_error=on_error, feature_dim=feature_dim
+    )
+    val_set = open_image_set(
+        config.data, config.data.val_split, limit=cfg.val_images, on_error=on_error, feature_dim=feature_dim
+    )
+    pairs = caption_pairs(train_set)
+    batch_size = min(cfg.batch_size, len(pairs))
+    iters_per_epoch = len(pairs) // batch_size  # the ragged tail is dropped: too few negatives
+
+    last_dir, best_dir = out / "last", out / "best"
+    state: dict[str, Any] | None = None
+    if last_dir.exists() and not restart:
+        model, state = _resume(last_dir, config, device)
+        log.info("resuming from %s (epoch %d done)", last_dir, state["epoch"])
+    else:
+        if restart and (out / METRICS_FILE).exists():
+            (out / METRICS_FILE).unlink()
+        model = _build_model(config, device)
+    model.train()
+    save_config(config, out / CONFIG_FILE)
+
+    optimizer = build_optimizer(model, cfg)
+    schedule = StepWarmupSchedule(iters_per_epoch, cfg.warmup_iters, cfg.lr_step_epochs, cfg.lr_gamma)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    use_amp, amp_dtype, use_scaler = _amp_settings(device, cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+    start_epoch, iteration = 0, 0
+    best_rsum, best_epoch, best_metrics = -math.inf, -1, {}
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if use_scaler and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
+        best_rsum, best_epoch = float(state["best_rsum"]), int(state["best_epoch"])
+        best_metrics = dict(state.get("best_metrics", {}))
+    resumed_from = start_epoch
+
+    metrics_path = out / METRICS_FILE
+    last_metrics: dict[str, Any] = {}
+
+    def validate(epoch: int) -> dict[str, Any]:
+        nonlocal best_rsum, best_epoch, best_metrics
+        metrics = evaluate_model(model, val_set, protocol="all", batch_size=max(batch_size, 64))
+        is_best = metrics["rsum"] > best_rsum
+        record = {
+            "event": "val",
+            "epoch": epoch,
+            "iteration": iteration,
+            **{k: v for k, v in metrics.items() if k not in ("seconds", "protocol", "folds")},
+            "best": is_best,
+            "elapsed": round(time.perf_counter() - started, 3),
+        }
+        _append_jsonl(metrics_path, record)
+        if is_best:
+            best_rsum, best_epoch, best_metrics = metrics["rsum"], epoch, record
+            _save(model, best_dir, config, {"epoch": epoch, "iteration": iteration, "val": record}, None)
+        return record
+
+    for epoch in range(start_epoch, cfg.epochs):
+        # shuffling and dropout depend on (seed, epoch) only, so a resumed run repeats a fresh one
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(pairs))
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+        bar = tqdm(
+            total=iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="it", disable=not progress
+        )
+        window_loss, window_pairs, window_start = 0.0, 0, time.perf_counter()
+        for step in range(iters_per_epoch):
+            batch = collate(
+                train_set, pairs[order[step * batch_size : (step + 1) * batch_size]], model.tokenize
+            )
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            loss = _train_step(model, batch, optimizer, scaler, cfg, amp_dtype if use_amp else None)
+            if not math.isfinite(loss):
+                raise TrainingError(f"loss is {loss} at epoch {epoch + 1}, iteration {iteration + 1}")
+            scheduler.step()
+            iteration += 1
+
+            window_loss += loss
+            window_pairs += len(batch["input_ids"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if (cfg.log_every and iteration % cfg.log_every == 0) or step == iters_per_epoch - 1:
+                steps = max(1, window_pairs // batch_size)
+                seconds = time.perf_counter() - window_start
+                lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
+                last_metrics = {
+                    "event": "train",
+                    "epoch": epoch + 1,
+                    "iteration": iteration,
+                    "loss": window_loss / steps,
+                    "lr": lrs.get("rest"),
+                    "lr_backbone": lrs.get("text_backbone"),
+                    "pairs_per_s": round(window_pairs / max(seconds, 1e-9), 2),
+                    "elapsed": round(time.perf_counter() - started, 3),
+                }
+                _append_jsonl(metrics_path, last_metrics)
+                window_loss, window_pairs, window_start = 0.0, 0, time.perf_counter()
+            if cfg.val_every and iteration % cfg.val_every == 0 and step != iters_per_epoch - 1:
+                validate(epoch + 1)
+                bar.set_postfix(loss=f"{loss:.3f}", rsum=f"{best_rsum:.1f}")
+        bar.close()
+        record = validate(epoch + 1)
+        log.info(
+            "epoch %d: val rsum %.2f (best %.2f at epoch %d)",
+            epoch + 1,
+            record["rsum"],
+            best_rsum,
+            best_epoch,
+        )
+        training_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if use_scaler else None,
+            "epoch": epoch + 1,
+            "iteration": iteration,
+            "best_rsum": best_rsum,
+            "best_epoch": best_epoch,
+            "best_metrics": best_metrics,
+        }
+        _save(
+            model,
+            last_dir,
+            config,
+            {"epoch": epoch + 1, "iteration": iteration, "val": record},
+            training_state,
+        )
+
+    return TrainResult(
+        output_dir=out,
+        epochs_completed=max(start_epoch, cfg.epochs),
+        iterations=iteration,
+        best_rsum=best_rsum if best_epoch >= 0 else float("nan"),
+        best_epoch=best_epoch,
+        best_metrics=best_metrics,
+        last_metrics=last_metrics,
+        resumed_from_epoch=resumed_from,
+        seconds=round(time.perf_counter() - started, 3),
+    )

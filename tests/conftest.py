@@ -1,0 +1,67 @@
+"""Fixtures shared across the test tree: a seeded synthetic dataset written in the columnar
+format, with a tiny random BERT text backbone on disk, and a tiny pipeline config to train
+on it. Heavy imports stay inside the fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_configure(config):
+    # The test models are tiny: torch's per-operation threading overhead dominates them, and on
+    # a busy 2-core machine several threads per process make the suite several times slower.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """A small :class:`SyntheticDataset` (120 train / 40 val / 40 test images, feature dim 32)
+    with its tiny text backbone; read-only, shared by the session."""
+    from teran_es.features.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic"), train_images=120, val_images=40, test_images=40, seed=7
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_text_backbone(synthetic_dataset):
+    """Directory of a tiny random BERT (tokenizer included) covering the synthetic words."""
+    return synthetic_dataset.text_backbone
+
+
+@pytest.fixture
+def tiny_pipeline(synthetic_dataset, tmp_path):
+    """Factory: a PipelineConfig for a tiny TERAN on ``synthetic_dataset``, training into a
+    fresh directory under tmp_path; ``overrides`` are ``section.field=value`` strings."""
+    from teran_es.config import load_config
+
+    def make(*overrides: str, output_dir=None):
+        base = [
+            "model.region_feature_dim=32",
+            "model.visual_layers=1",
+            "model.visual_heads=2",
+            "model.visual_ff_dim=64",
+            f"model.text_backbone={synthetic_dataset.text_backbone}",
+            "model.text_layers=2",
+            "model.max_words=32",
+            "model.embed_dim=32",
+            "model.reasoning_layers=1",
+            "model.reasoning_heads=2",
+            "model.reasoning_ff_dim=64",
+            "train.epochs=1",
+            "train.batch_size=20",
+            "train.lr=1e-3",
+            "train.lr_backbone=1e-3",
+            "train.warmup_iters=5",
+            "train.log_every=5",
+            "train.device=cpu",
+            f"train.output_dir={output_dir or tmp_path / 'run'}",
+            "train.val_images=40",
+            f"data.path={synthetic_dataset.data_path}",
+        ]
+        return load_config(None, base + list(overrides))
+
+    return make

@@ -1,0 +1,87 @@
+"""Integration fixtures: a real Elasticsearch, found via ELASTICSEARCH_URL or the local server
+started by `teran-es elasticsearch start`. Without one the tests skip, unless
+TERAN_ES_REQUIRE_ELASTICSEARCH=1 (the test command sets it), where they fail."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+REQUIRE_ENV = "TERAN_ES_REQUIRE_ELASTICSEARCH"
+
+
+def _find_server() -> tuple[str | None, str]:
+    """(url, how it was found or why none was)."""
+    if os.environ.get("ELASTICSEARCH_URL"):
+        return os.environ["ELASTICSEARCH_URL"], "ELASTICSEARCH_URL"
+    from teran_es.server.local_elasticsearch import status
+
+    local = status()
+    if local.running:
+        return local.url, f"local server ({local.state_file})"
+    if local.pid_alive:
+        return None, f"the local server (pid {local.pid}) does not answer at {local.url}"
+    return None, f"neither ELASTICSEARCH_URL nor a running local server ({local.state_file})"
+
+
+@pytest.fixture(scope="session")
+def es_url() -> str:
+    url, how = _find_server()
+    if url is None:
+        message = f"no Elasticsearch for the integration tests: {how}. Run `teran-es elasticsearch start`."
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{message} ({REQUIRE_ENV}=1 makes this an error)", pytrace=False)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def es_config(es_url):
+    from teran_es.config import ElasticsearchConfig
+
+    # Small bulk chunks so that even the small test corpora go through several requests.
+    return ElasticsearchConfig(url=es_url, bulk_chunk_docs=200, msearch_batch=16)
+
+
+@pytest.fixture
+def index_name() -> str:
+    return f"teran-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def es_admin(es_url):
+    """A raw client for set-up and clean-up that must not depend on the code under test."""
+    from elasticsearch import Elasticsearch
+
+    from teran_es.config import ElasticsearchConfig
+    from teran_es.index.connection import resolve_connection
+
+    client = Elasticsearch(**resolve_connection(ElasticsearchConfig(url=es_url)).client_kwargs())
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def open_es_index(es_config, es_admin, tmp_path):
+    """Factory: ``open_es_index(name=None, **kwargs)`` opens (creating) a uniquely named index
+    with ``ElasticIndex.open``; every index name it saw is deleted at the end of the test."""
+    from teran_es.index.elastic import ElasticIndex
+
+    opened: list = []
+    names: set[str] = set()
+
+    def open_index(name: str | None = None, config=None, **kwargs):
+        name = name or f"teran-test-{uuid.uuid4().hex[:12]}"
+        names.add(name)
+        kwargs.setdefault("dead_letter_path", tmp_path / "dead-letter.jsonl")
+        index = ElasticIndex.open(config or es_config, name, **kwargs)
+        opened.append(index)
+        return index
+
+    yield open_index
+    for index in opened:
+        index.close()
+    for name in names:
+        es_admin.indices.delete(index=name, ignore_unavailable=True)

