@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from teran_es.config import PipelineConfig, save_config
-from teran_es.features.records import ImageRecord, RecordError, pad_regions
+from teran_es.features.records import ImageRecord, pad_regions
 from teran_es.index import Index, SurrogateDocument, open_index
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
@@ -280,15 +280,3 @@ def _pad_to(regions: np.ndarray, mask: np.ndarray, width: int) -> tuple[np.ndarr
         np.pad(regions, ((0, 0), (0, pad), (0, 0))),
         np.pad(mask, ((0, 0), (0, pad))),
     )
-
-
-def skip_bad_records(records: Iterable[ImageRecord], on_skip) -> Iterator[ImageRecord]:
-    """Pass records through; a ``RecordError`` raised by the reader is reported and skipped."""
-    iterator = iter(records)
-    while True:
-        try:
-            yield next(iterator)
-        except StopIteration:
-            return
-        except RecordError as exc:
-            on_skip(exc.image_id, str(exc))

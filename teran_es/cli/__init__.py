@@ -14,6 +14,7 @@ VERBS: dict[str, str] = {
     "train": "teran_es.cli.train_cmd:train",
     "ingest": "teran_es.cli.ingest_cmd:ingest",
     "search": "teran_es.cli.search_cmd:search",
+    "demo": "teran_es.cli.demo_cmd:demo",
     "evaluate": "teran_es.cli.evaluate_cmd:evaluate",
     "make-synthetic": "teran_es.cli.synthetic_cmd:make_synthetic",
     "import-checkpoint": "teran_es.cli.import_checkpoint_cmd:import_checkpoint",

@@ -107,10 +107,10 @@ def decode_into(out: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor | N
     Gives the same numbers as ``decode``: the int8 -> float32 cast is exact and the product is
     one float32 rounding either way.
     """
-    if scales is None:
-        out.copy_(codes)
-    else:
-        torch.mul(codes, scales.unsqueeze(-1), out=out)
+    out.copy_(codes)
+    if scales is not None:
+        # Cast, then scale in place: faster than a mixed int8 x float32 multiply on the CPU.
+        out.mul_(scales.unsqueeze(-1))
 
 
 def error_bound(vectors: np.ndarray, dtype: str) -> np.ndarray:

@@ -10,9 +10,11 @@ Layout (one record batch per file, one row per image)::
 All region vectors of a shard sit back to back in one buffer, so an image's regions are one
 contiguous ``[n, D]`` slice of a ``[regions, D]`` array that the memory map exposes without a
 copy; the list offsets say where each image starts. Parquet was not used for this read path:
-its pages are encoded (and usually compressed), so fetching 1,000 random images would mean
-decoding whole column chunks instead of slicing mapped memory (measured in
-``benchmarks/bench_store.py``). Arrow IPC files still open in pyarrow, polars or DuckDB.
+its pages are encoded (and usually compressed), so fetching 1,000 random images means
+decoding whole column chunks instead of slicing mapped memory: 1.4 s instead of 79 ms for
+1,000 of a 1,024-image fp16 shard, open included, and Parquet saved only 6 % of the bytes
+(embeddings barely compress; ``benchmarks/bench_store.py``). Arrow IPC files still open in
+pyarrow, polars or DuckDB, which serves interchange.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ added since the last commit; an ingest that is simply re-run skips what is alrea
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -151,7 +152,9 @@ class FeatureStore:
             if create:
                 try:
                     path.mkdir(parents=True, exist_ok=True)
-                except PermissionError as exc:
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                        raise
                     raise StoreNotWritableError(
                         f"cannot create feature store directory {path}: {exc.strerror}"
                     ) from None
@@ -261,7 +264,7 @@ class FeatureStore:
         return item_id in self._where
 
     def ids(self) -> list[str]:
-        """Live ids in storage order."""
+        """Live ids, in storage order (the order a sequential scan reads them)."""
         return list(self._where)
 
     def positions(self, ids: Sequence[str]) -> list[int]:

@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from teran_es.index.base import IndexMismatchError, InvalidDocumentError, SurrogateDocument
+from teran_es.index.base import IndexError_, IndexMismatchError, InvalidDocumentError, SurrogateDocument
 from teran_es.index.embedded import EmbeddedIndex
-from teran_es.index.base import IndexError_
 
 
 def random_docs(rng: np.random.Generator, n: int, vocab: int = 300, per_doc: int = 40, prefix: str = "img"):

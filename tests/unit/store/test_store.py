@@ -83,6 +83,27 @@ def test_get_codes_decodes_to_get_many(tmp_path, dtype):
         assert codes.dtype == codec.TORCH_DTYPE[dtype]
 
 
+def test_items_copied_in_several_pieces_come_back_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "_SERIAL_ELEMENTS", 2 * DIM)  # two regions per copy
+    ids, regions = sample(7, seed=3)
+    for dtype in codec.DTYPES:
+        with create(tmp_path / dtype, dtype=dtype) as store:
+            store.add(ids, regions)
+            assert_regions(store, ids[::-1], regions[::-1], dtype)
+
+
+def test_readers_see_what_was_committed(tmp_path):
+    ids, regions = sample(3)
+    with create(tmp_path / "s", shard_size=100) as writer:
+        writer.add(ids[:2], regions[:2])
+        assert len(writer) == 2  # the writer sees its pending images at once
+        assert len(FeatureStore.open(tmp_path / "s")) == 0
+        writer.flush()
+        assert len(FeatureStore.open(tmp_path / "s")) == 2
+        writer.add(ids[2:], regions[2:])
+    assert len(FeatureStore.open(tmp_path / "s")) == 3
+
+
 def test_padded_input_with_mask_and_torch_tensors(tmp_path):
     padded = torch.from_numpy(unit_regions(3 * 5, 1).reshape(3, 5, DIM))
     mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 0, 0]], dtype=torch.bool)
@@ -157,6 +178,19 @@ def test_delete_is_durable_and_an_id_can_come_back(tmp_path):
     store = FeatureStore.open(tmp_path / "s")
     assert len(store) == 5 and store.stats()["deleted"] == 1
     np.testing.assert_array_equal(store.get_many(["img1"])[0][0].numpy(), replacement)
+
+
+def test_positions_give_storage_order(tmp_path):
+    ids, regions = sample(6)
+    with create(tmp_path / "s") as store:
+        store.add(ids, regions)
+        store.delete(["img0"])
+        store.add(["img0"], [regions[0]])  # stored again: now the last row
+        asked = ["img3", "img0", "img1"]
+        positions = store.positions(asked)
+        assert [asked[k] for k in np.argsort(positions)] == ["img1", "img3", "img0"]
+        with pytest.raises(KeyError, match="'nope'"):
+            store.positions(["nope"])
 
 
 def test_unknown_ids_raise_key_error_naming_them(tmp_path):
