@@ -53,6 +53,16 @@ class ModelConfig:
     score: str = "MrSw"  # MrSw | MwSr | symm | sum | mean | MrAVGw
     padding: str = "masked"  # masked (clean) | reference (padded entries are 0, as the authors' code)
     exclude_last_word: bool = False  # the reference code drops the last word piece before [SEP]
+    # -1 = fine-tune the whole text backbone (the paper); 0 = freeze it; N = fine-tune only its last N layers.
+    # Frozen backbone weights can be left out of a checkpoint (see model/checkpoint.py).
+    text_trainable_layers: int = -1
+    # Visual front end: "none" = precomputed region features come in; "grid-cnn" = raw pixels come
+    # in and a small CNN trained with TERAN turns them into a frontend_grid x frontend_grid grid of
+    # regions of region_feature_dim features each (model/grid_cnn.py).
+    frontend: str = "none"
+    frontend_grid: int = 4
+    frontend_width: int = 32  # channels of the CNN's first stage (x2, x4 later)
+    image_size: int = 96  # pixels per side the front end is fed (images are resized to it)
 
 
 @dataclass
@@ -79,12 +89,21 @@ class TrainConfig:
     device: str = "auto"
     cpu_threads: int = 0  # torch intra-op threads on the CPU; 0 = torch's default
     output_dir: str = "runs/default"
+    # Epochs at the start that sum the hinge over all negatives before hardest negatives take
+    # over: a front end trained from scratch learns little from the hardest negative alone.
+    all_negatives_epochs: int = 0
+    patience: int = 0  # stop after this many validations without a better RSUM; 0 = never
+    max_minutes: float = 0.0  # stop after the epoch that passes this wall-clock budget; 0 = none
+    # Checkpoints: frozen text-backbone weights are referenced rather than stored when false
+    # (see model/checkpoint.py); best/ may be written in fp16, last/ stays fp32 to resume exactly.
+    save_frozen_backbone: bool = True
+    best_dtype: str = "fp32"  # fp32 | fp16
 
 
 @dataclass
 class DataConfig:
-    format: str = "parquet"  # parquet | bottom-up | synthetic
-    path: str = ""
+    format: str = "parquet"  # parquet | bottom-up | synthetic | openmoji (images + captions, for a front end)
+    path: str = ""  # for openmoji: the built collection's directory; "" = the default one in the cache
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -107,6 +126,21 @@ class QuantizerConfig:
     scale_quantile: float = 0.999  # doc_scale = this quantile of the kept document values of the fit sample
     sample_size: int = 100_000  # vectors used to fit centering and rotation
     seed: int = 0
+
+
+@dataclass
+class ExtractorConfig:
+    """Region features from images for a model without a front end: a torchvision network
+    whose weights the user supplies as a file (nothing is ever downloaded)."""
+
+    kind: str = "none"  # none | grid (a classification backbone's last feature map, cut into a grid) | detector
+    arch: str = "resnet50"  # torchvision classification model (kind = grid)
+    weights: str = ""  # state-dict file of `arch` (kind = grid) or of `detector` (kind = detector)
+    grid: int = 6  # grid cells per side (kind = grid): 6 x 6 = 36 regions, as many as the paper's detector
+    image_size: int = 448  # pixels per side the backbone sees
+    detector: str = "fasterrcnn_resnet50_fpn"  # torchvision detection model (kind = detector)
+    max_regions: int = 36  # boxes kept per image (kind = detector)
+    min_score: float = 0.2  # detection score below which a box is dropped (kind = detector)
 
 
 @dataclass
@@ -160,6 +194,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     index: IndexConfig = field(default_factory=IndexConfig)

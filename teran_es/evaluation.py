@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from teran_es.features.records import ImageCaptionSet, pad_regions
+from teran_es.encoding import encode_image_records
+from teran_es.features.records import ImageCaptionSet
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def _pad_stack(chunks: list[torch.Tensor], length: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_image_set(model, image_set: ImageCaptionSet, batch_size: int = 128, progress: bool = False):
-    """Region embeddings of every image of the set, on the CPU.
+    """Region embeddings of every image of the set (region features or pixels), on the CPU.
 
     Returns (regions [N, R_max, D], region_mask bool [N, R_max]).
     """
@@ -217,15 +218,11 @@ def encode_image_set(model, image_set: ImageCaptionSet, batch_size: int = 128, p
     indices = range(len(image_set))
     bar = tqdm(total=len(image_set), desc="encode images", unit="img", disable=not progress, leave=False)
     for start in range(0, len(image_set), batch_size):
-        batch = pad_regions([image_set.load(i) for i in indices[start : start + batch_size]])
-        out = model.encode_images(
-            torch.from_numpy(batch.features).to(device),
-            torch.from_numpy(batch.boxes).to(device),
-            torch.from_numpy(batch.mask).to(device),
-        )
+        records = [image_set.load(i) for i in indices[start : start + batch_size]]
+        out = encode_image_records(model, records, device)
         regions.append(out.regions.float().cpu())
         masks.append(out.mask.cpu())
-        bar.update(len(batch.image_ids))
+        bar.update(len(records))
     bar.close()
     width = max(r.shape[1] for r in regions)
     return _pad_stack(regions, width), _pad_stack(masks, width)

@@ -39,8 +39,9 @@ import torch
 from tqdm.auto import tqdm
 
 from teran_es.config import PipelineConfig, TrainConfig, save_config
+from teran_es.encoding import frontend_size, image_inputs
 from teran_es.evaluation import evaluate_model
-from teran_es.features import ImageCaptionSet, open_image_set, pad_regions
+from teran_es.features import ImageCaptionSet, open_image_set
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class TrainResult:
     last_metrics: dict[str, Any] = field(default_factory=dict)
     resumed_from_epoch: int = 0
     seconds: float = 0.0
+    stopped_early: str = ""  # why training stopped before train.epochs (patience, time budget); "" = it did not
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -133,18 +135,19 @@ def caption_pairs(image_set: ImageCaptionSet) -> np.ndarray:
 
 
 def collate(
-    image_set: ImageCaptionSet, pairs: np.ndarray, tokenize: Callable[[list[str]], dict]
+    image_set: ImageCaptionSet,
+    pairs: np.ndarray,
+    tokenize: Callable[[list[str]], dict],
+    image_size: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One training batch from (image, caption) pairs [B, 2]: padded regions with their
-    mask and tokenized captions (row b of each is a positive pair)."""
+    """One training batch from (image, caption) pairs [B, 2]: the images as the model takes
+    them (padded regions with their mask, or pixels at ``image_size`` for a model with a
+    front end) and tokenized captions (row b of each is a positive pair)."""
     images = [image_set.load(int(i)) for i in pairs[:, 0]]
-    regions = pad_regions(images)
     texts = [image_set.captions[int(i)][int(c)] for i, c in pairs]
     tokens = tokenize(texts)
     return {
-        "features": torch.from_numpy(regions.features),
-        "boxes": torch.from_numpy(regions.boxes),
-        "region_mask": torch.from_numpy(regions.mask),
+        **image_inputs(images, image_size),
         "input_ids": tokens["input_ids"],
         "attention_mask": tokens["attention_mask"],
     }
@@ -177,14 +180,26 @@ def _replace_dir(tmp: Path, final: Path) -> None:
 
 
 def _save(
-    model, directory: Path, config: PipelineConfig, extra: dict[str, Any], state: dict[str, Any] | None
+    model,
+    directory: Path,
+    config: PipelineConfig,
+    extra: dict[str, Any],
+    state: dict[str, Any] | None,
+    weights_dtype: str = "fp32",
 ) -> None:
     from teran_es.model.checkpoint import save_checkpoint
 
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_checkpoint(model, tmp, config, extra)
+    save_checkpoint(
+        model,
+        tmp,
+        config,
+        extra,
+        exclude_frozen_backbone=not config.train.save_frozen_backbone,
+        weights_dtype=weights_dtype,
+    )
     if state is not None:
         torch.save(state, tmp / TRAINING_STATE_FILE)
     _replace_dir(tmp, directory)
@@ -224,19 +239,21 @@ def _train_step(
     scaler: torch.amp.GradScaler,
     cfg: TrainConfig,
     amp_dtype: torch.dtype | None,
+    max_violation: bool | None = None,
 ) -> float:
     """One optimisation step on one batch; returns the loss (the step is skipped if it is
-    not finite, and the caller stops the run)."""
+    not finite, and the caller stops the run). ``max_violation``: None = ``cfg.max_violation``."""
     from teran_es.model.loss import contrastive_loss, global_contrastive_loss
 
-    device_type = batch["features"].device.type
+    hardest = cfg.max_violation if max_violation is None else max_violation
+    device_type = batch["input_ids"].device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         scores, images, texts = model(**batch, return_embeddings=True)
     # the loss is a sum over the batch: computed in float32 whatever the autocast dtype
-    loss = contrastive_loss(scores.float(), margin=cfg.margin, max_violation=cfg.max_violation)
+    loss = contrastive_loss(scores.float(), margin=cfg.margin, max_violation=hardest)
     if cfg.global_loss_weight > 0:
         loss = loss + cfg.global_loss_weight * global_contrastive_loss(
-            images.global_vec.float(), texts.global_vec.float(), cfg.margin, cfg.max_violation
+            images.global_vec.float(), texts.global_vec.float(), cfg.margin, hardest
         )
     value = loss.item()
     if not math.isfinite(value):
@@ -273,11 +290,18 @@ def train(
     seed_everything(cfg.seed)
 
     feature_dim = config.model.region_feature_dim
+    # a model with a front end trains on pixels at its input size; one without, on region features
+    image_size = config.model.image_size if config.model.frontend != "none" else None
     train_set = open_image_set(
-        config.data, config.data.train_split, on_error=on_error, feature_dim=feature_dim
+        config.data, config.data.train_split, on_error=on_error, feature_dim=feature_dim, image_size=image_size
     )
     val_set = open_image_set(
-        config.data, config.data.val_split, limit=cfg.val_images, on_error=on_error, feature_dim=feature_dim
+        config.data,
+        config.data.val_split,
+        limit=cfg.val_images,
+        on_error=on_error,
+        feature_dim=feature_dim,
+        image_size=image_size,
     )
     pairs = caption_pairs(train_set)
     batch_size = min(cfg.batch_size, len(pairs))
@@ -312,12 +336,16 @@ def train(
         best_rsum, best_epoch = float(state["best_rsum"]), int(state["best_epoch"])
         best_metrics = dict(state.get("best_metrics", {}))
     resumed_from = start_epoch
+    completed = start_epoch
 
     metrics_path = out / METRICS_FILE
     last_metrics: dict[str, Any] = {}
 
+    stale_validations = 0  # validations since the best one (for train.patience)
+    stopped = ""
+
     def validate(epoch: int) -> dict[str, Any]:
-        nonlocal best_rsum, best_epoch, best_metrics
+        nonlocal best_rsum, best_epoch, best_metrics, stale_validations
         metrics = evaluate_model(model, val_set, protocol="all", batch_size=max(batch_size, 64))
         is_best = metrics["rsum"] > best_rsum
         record = {
@@ -331,7 +359,15 @@ def train(
         _append_jsonl(metrics_path, record)
         if is_best:
             best_rsum, best_epoch, best_metrics = metrics["rsum"], epoch, record
-            _save(model, best_dir, config, {"epoch": epoch, "iteration": iteration, "val": record}, None)
+            _save(
+                model,
+                best_dir,
+                config,
+                {"epoch": epoch, "iteration": iteration, "val": record},
+                None,
+                weights_dtype=cfg.best_dtype,
+            )
+        stale_validations = 0 if is_best else stale_validations + 1
         return record
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -344,10 +380,21 @@ def train(
         window_loss, window_pairs, window_start = 0.0, 0, time.perf_counter()
         for step in range(iters_per_epoch):
             batch = collate(
-                train_set, pairs[order[step * batch_size : (step + 1) * batch_size]], model.tokenize
+                train_set,
+                pairs[order[step * batch_size : (step + 1) * batch_size]],
+                model.tokenize,
+                frontend_size(model),
             )
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            loss = _train_step(model, batch, optimizer, scaler, cfg, amp_dtype if use_amp else None)
+            loss = _train_step(
+                model,
+                batch,
+                optimizer,
+                scaler,
+                cfg,
+                amp_dtype if use_amp else None,
+                max_violation=cfg.max_violation and epoch >= cfg.all_negatives_epochs,
+            )
             if not math.isfinite(loss):
                 raise TrainingError(f"loss is {loss} at epoch {epoch + 1}, iteration {iteration + 1}")
             scheduler.step()
@@ -402,10 +449,19 @@ def train(
             {"epoch": epoch + 1, "iteration": iteration, "val": record},
             training_state,
         )
+        completed = epoch + 1
+        if cfg.patience and stale_validations >= cfg.patience:
+            stopped = f"validation RSUM did not improve for {stale_validations} validations"
+        elif cfg.max_minutes and time.perf_counter() - started > cfg.max_minutes * 60:
+            stopped = f"time budget of {cfg.max_minutes:g} minutes spent"
+        if stopped:
+            log.info("stopping after epoch %d: %s", completed, stopped)
+            _append_jsonl(metrics_path, {"event": "stop", "epoch": completed, "reason": stopped})
+            break
 
     return TrainResult(
         output_dir=out,
-        epochs_completed=max(start_epoch, cfg.epochs),
+        epochs_completed=completed,
         iterations=iteration,
         best_rsum=best_rsum if best_epoch >= 0 else float("nan"),
         best_epoch=best_epoch,
@@ -413,4 +469,5 @@ def train(
         last_metrics=last_metrics,
         resumed_from_epoch=resumed_from,
         seconds=round(time.perf_counter() - started, 3),
+        stopped_early=stopped,
     )

@@ -39,12 +39,33 @@ def detect_format(path: str | Path) -> str:
 
 
 def open_image_set(
-    data: DataConfig, split: str, *, limit: int = 0, on_error: str = "raise", feature_dim: int | None = None
+    data: DataConfig,
+    split: str,
+    *,
+    limit: int = 0,
+    on_error: str = "raise",
+    feature_dim: int | None = None,
+    image_size: int | None = None,
 ) -> ImageCaptionSet:
     """The images of ``split`` (the first ``limit`` when > 0) from ``data.path``.
 
-    Parquet splits are held in memory; bottom-up splits read their files on demand.
+    Parquet splits are held in memory; bottom-up splits read their files on demand. The
+    ``openmoji`` format gives images as pixels (:class:`~teran_es.features.pixels.ImageFile`,
+    decoded at ``image_size`` and held in memory) for a model with an image front end.
     """
+    if data.format == "openmoji":
+        from teran_es.features.pixels import image_file_set, iter_openmoji_images
+
+        if not image_size:
+            raise ValueError("the openmoji format gives pixels: a model with an image front end is needed")
+        return image_file_set(
+            iter_openmoji_images(data.path or None, split),
+            image_size,
+            name=split,
+            limit=limit,
+            on_error=on_error,
+            captions_per_image=data.captions_per_image or None,
+        )
     if not data.path:
         raise ValueError(
             "data.path is empty: point it at a .parquet file, a directory of them, or a bottom-up root"
@@ -73,4 +94,4 @@ def open_image_set(
             captions_per_image=per_image,
         )
         return bottom_up.image_set(split, limit=limit)
-    raise ValueError(f"unknown data format {data.format!r} (parquet | bottom-up | synthetic)")
+    raise ValueError(f"unknown data format {data.format!r} (parquet | bottom-up | synthetic | openmoji)")

@@ -56,5 +56,8 @@ def open_index(
     if backend == "elasticsearch":
         from teran_es.index.elastic import ElasticIndex
 
-        return ElasticIndex.open(config.elasticsearch, config.index.name, create=create, meta=meta)
+        dead_letter = config.elasticsearch.dead_letter_path or str(config.resolved_workdir() / "dead-letter.jsonl")
+        return ElasticIndex.open(
+            config.elasticsearch, config.index.name, create=create, meta=meta, dead_letter_path=dead_letter
+        )
     raise ValueError(f"unknown index backend {backend!r} (use 'embedded' or 'elasticsearch')")

@@ -222,9 +222,10 @@ class ElasticIndex:
                         dead.write(
                             info.get("_id") or (doc.id if doc else "?"), summary, doc, info.get("status")
                         )
-        except IndexUnavailableError as exc:
+        except IndexError_ as exc:
+            # Keep the kind of failure (unavailable, refused), add what the caller needs to resume.
             pending = sum(len(q) for q in in_flight.values())
-            raise IndexUnavailableError(
+            raise type(exc)(
                 f"{exc} -- {report.indexed} documents were acknowledged and stay indexed; {pending} were in "
                 "flight without an answer. Re-run the same ingest once the server is back: document ids are "
                 "stable, so documents sent again replace themselves."

@@ -3,7 +3,11 @@
 A checkpoint is a directory:
 
 - ``config.toml``: the pipeline config (its ``model`` section is the model's own config);
-- ``model.safetensors``: every weight, text backbone included;
+- ``model.safetensors``: every weight, text backbone included, unless the checkpoint was
+  saved with ``exclude_frozen_backbone``: then the frozen backbone weights are left out and
+  ``meta.json`` references them instead (the package or directory they come from, their
+  names and a fingerprint); the loader takes them from there and refuses any that differ.
+  Weights may be stored in fp16 (``weights_dtype``) and come back as fp32;
 - ``text_backbone.json``: the backbone's transformers config (architecture, sizes), so the
   checkpoint loads without the directory the backbone came from;
 - ``tokenizer/``: the tokenizer files (absent when the model has no tokenizer);
@@ -15,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -30,7 +36,12 @@ import transformers
 import teran_es
 from teran_es.config import ConfigError, ModelConfig, PipelineConfig, load_config, save_config
 from teran_es.model.teran import TERAN
-from teran_es.model.textual import backbone_from_config
+from teran_es.model.textual import (
+    DEFAULT_BACKBONE_PACKAGE,
+    backbone_from_config,
+    default_text_backbone_path,
+    load_text_backbone,
+)
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.toml"
@@ -38,6 +49,8 @@ WEIGHTS_FILE = "model.safetensors"
 TEXT_CONFIG_FILE = "text_backbone.json"
 TOKENIZER_DIR = "tokenizer"
 META_FILE = "meta.json"
+BACKBONE_PREFIX = "textual.backbone."
+WEIGHTS_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 class CheckpointError(RuntimeError):
@@ -75,18 +88,78 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def frozen_backbone_keys(model: TERAN) -> list[str]:
+    """State-dict names of the text backbone's frozen weights and buffers (sorted)."""
+    trainable = {
+        BACKBONE_PREFIX + name for name, p in model.textual.backbone.named_parameters() if p.requires_grad
+    }
+    return sorted(
+        name for name in model.state_dict() if name.startswith(BACKBONE_PREFIX) and name not in trainable
+    )
+
+
+def backbone_source(model_config: ModelConfig) -> dict[str, str]:
+    """Where a model's text backbone comes from: the default package (name and version) or a directory."""
+    if not model_config.text_backbone:
+        try:
+            version = importlib.metadata.version(DEFAULT_BACKBONE_PACKAGE)
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        return {"package": DEFAULT_BACKBONE_PACKAGE, "version": version}
+    return {"path": str(Path(model_config.text_backbone).expanduser().resolve())}
+
+
+def _describe_source(source: dict[str, str]) -> str:
+    if "package" in source:
+        return f"the package {source['package']} {source.get('version', '')}".rstrip()
+    return f"the directory {source.get('path')}"
+
+
+def _source_directory(source: dict[str, str]) -> Path:
+    if "package" in source:
+        if source["package"] != DEFAULT_BACKBONE_PACKAGE:
+            raise CheckpointError(f"unknown text backbone package {source['package']!r}")
+        try:
+            return default_text_backbone_path()
+        except FileNotFoundError as exc:
+            raise CheckpointError(
+                f"this checkpoint takes its frozen text backbone from {_describe_source(source)}, "
+                f"which is not installed: {exc}"
+            ) from None
+    return Path(source["path"])
+
+
+@functools.lru_cache(maxsize=4)
+def _source_backbone_fingerprint(directory: str, layers: int, keys: tuple[str, ...]) -> str:
+    """Fingerprint of ``keys`` of the backbone in ``directory`` truncated to ``layers`` (cached:
+    training saves a checkpoint every epoch)."""
+    from teran_es.model.textual import prepare_backbone
+
+    backbone, _ = load_text_backbone(directory)
+    state = prepare_backbone(backbone, layers).state_dict()
+    return state_fingerprint({key: state[key[len(BACKBONE_PREFIX) :]] for key in keys})
+
+
 def save_checkpoint(
     model: TERAN,
     directory: str | os.PathLike[str],
     config: PipelineConfig | ModelConfig | None = None,
     extra: dict[str, Any] | None = None,
+    *,
+    exclude_frozen_backbone: bool = False,
+    weights_dtype: str = "fp32",
 ) -> Path:
     """Write ``model`` as a checkpoint directory (see the module docstring); returns its path.
 
     ``config``: the pipeline that produced the model (its model section is replaced by the
     model's own config), a ModelConfig, or None. ``extra``: JSON-serialisable notes kept
     in meta.json (epoch, metrics, provenance...).
+    ``exclude_frozen_backbone``: leave the frozen text-backbone weights out and reference
+    their source instead; refused when they differ from that source (they could never load).
+    ``weights_dtype``: "fp32" or "fp16" for the floating-point tensors written.
     """
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)  # the directory is incomplete until meta.json is back
@@ -103,6 +176,23 @@ def save_checkpoint(
         shutil.rmtree(out / TOKENIZER_DIR)  # a stale tokenizer from an earlier save would be loaded
 
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    reference = None
+    excluded = frozen_backbone_keys(model) if exclude_frozen_backbone else []
+    if excluded:
+        source = backbone_source(model.config)
+        fingerprint = state_fingerprint({key: state[key] for key in excluded})
+        expected = _source_backbone_fingerprint(
+            str(_source_directory(source)), model.config.text_layers, tuple(excluded)
+        )
+        if fingerprint != expected:
+            raise CheckpointError(
+                f"the model's frozen text-backbone weights differ from {_describe_source(source)}; "
+                "save them in the checkpoint (exclude_frozen_backbone=False)"
+            )
+        reference = {"source": source, "keys": excluded, "fingerprint": fingerprint}
+        state = {name: tensor for name, tensor in state.items() if name not in set(excluded)}
+    dtype = WEIGHTS_DTYPES[weights_dtype]
+    state = {name: t.to(dtype) if t.is_floating_point() else t for name, t in state.items()}
     tmp = out / (WEIGHTS_FILE + ".tmp")
     safetensors.torch.save_file(
         state, str(tmp), metadata={"format": "pt", "teran_es_format": str(FORMAT_VERSION)}
@@ -116,6 +206,8 @@ def save_checkpoint(
         "versions": library_versions(),
         "parameters": sum(t.numel() for t in state.values()),
         "has_tokenizer": model.tokenizer is not None,
+        "weights_dtype": weights_dtype,
+        "text_backbone_reference": reference,
         "extra": extra or {},
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
@@ -208,7 +300,48 @@ def load_checkpoint(
             f"{weights}: fingerprint differs from {root / META_FILE}; the weights were changed or damaged"
         )
 
-    model = TERAN(pipeline.model, text_backbone=backbone_from_config(backbone_config), tokenizer=tokenizer)
+    reference = meta.get("text_backbone_reference")
+    if reference:
+        model = _model_with_referenced_backbone(pipeline.model, reference, tokenizer, root)
+        own = model.state_dict()
+        state = {**{key: own[key] for key in reference["keys"]}, **state}
+    else:
+        model = TERAN(
+            pipeline.model, text_backbone=backbone_from_config(backbone_config), tokenizer=tokenizer
+        )
     _check_state(model, state, weights)
+    # fp16 files come back as fp32: load_state_dict copies into the model's own dtype
     model.load_state_dict(state)
     return model.to(device).eval(), pipeline, meta
+
+
+def _model_with_referenced_backbone(
+    model_config: ModelConfig, reference: dict[str, Any], tokenizer, root: Path
+) -> TERAN:
+    """A TERAN whose text backbone comes from the referenced source, checked against the fingerprint."""
+    source = reference.get("source") or {}
+    directory = _source_directory(source)
+    try:
+        backbone, _ = load_text_backbone(directory)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{root}: cannot load its text backbone from {_describe_source(source)}: {exc}"
+        ) from None
+    model = TERAN(model_config, text_backbone=backbone, tokenizer=tokenizer)
+    own = model.state_dict()
+    missing = [key for key in reference["keys"] if key not in own]
+    if missing:
+        raise CheckpointError(
+            f"{root}: the text backbone from {_describe_source(source)} lacks {len(missing)} referenced "
+            f"weights (e.g. {', '.join(missing[:3])})"
+        )
+    found = state_fingerprint({key: own[key] for key in reference["keys"]})
+    if found != reference.get("fingerprint"):
+        installed = backbone_source(model_config)
+        raise CheckpointError(
+            f"{root}: the text backbone found at {directory} ({_describe_source(installed)}) is not the one "
+            f"this checkpoint was trained with ({_describe_source(source)}): its frozen weights differ "
+            f"(fingerprint {found[:12]}, expected {str(reference.get('fingerprint'))[:12]}). "
+            "Install the backbone the checkpoint names, or retrain."
+        )
+    return model

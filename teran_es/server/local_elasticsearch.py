@@ -577,25 +577,64 @@ def start(
         return state, True
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still runs (zombies excluded): the launcher may exit
+    before the server JVM it started has finished shutting down and released its data directory."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 def _terminate(pid: int, start_ticks: int | None, timeout: float) -> None:
-    """SIGTERM the server's process group (launcher and server JVM), SIGKILL it after ``timeout``."""
-    if not pid_alive(pid, start_ticks):
+    """SIGTERM the server's process group (launcher and server JVM) and wait for all of it to
+    exit; SIGKILL what is left after ``timeout``."""
+    current = _process_start_ticks(pid)
+    if current is not None and start_ticks is not None and current != start_ticks:
+        return  # the pid belongs to another process now: ours and its group are long gone
+    # A group's id is not reused while any member lives, so the group is ours even after the
+    # launcher (its leader) has exited.
+    group = _is_group_leader(pid) or _group_alive(pid)
+    if not pid_alive(pid, start_ticks) and not (group and _group_alive(pid)):
         return
-    sig_target = os.killpg if _is_group_leader(pid) else os.kill
-    with contextlib.suppress(ProcessLookupError):
-        sig_target(pid, signal.SIGTERM)
+
+    def alive() -> bool:
+        return _group_alive(pid) if group else pid_alive(pid, start_ticks)
+
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            (os.killpg if group else os.kill)(pid, sig)
+
+    send(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not pid_alive(pid, start_ticks):
+        pid_alive(pid, start_ticks)  # reaps the launcher when it is our own child
+        if not alive():
             return
         time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        sig_target(pid, signal.SIGKILL)
+    send(signal.SIGKILL)
     for _ in range(50):
-        if not pid_alive(pid, start_ticks):
+        pid_alive(pid, start_ticks)
+        if not alive():
             return
         time.sleep(0.1)
-    raise LocalServerError(f"process {pid} survived SIGKILL")
+    raise LocalServerError(f"process group {pid} survived SIGKILL")
 
 
 def _is_group_leader(pid: int) -> bool:

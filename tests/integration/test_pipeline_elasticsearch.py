@@ -1,0 +1,93 @@
+"""Ingest and search end to end with the Elasticsearch backend, against the embedded one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from teran_es.features.columnar import ColumnarReader
+from teran_es.index import IndexMismatchError
+from teran_es.indexer import Ingestor
+from teran_es.model.teran import build_model
+from teran_es.searcher import Searcher
+from teran_es.store import StoreMismatchError
+
+pytestmark = pytest.mark.elasticsearch
+
+QUERIES = ["a red cat", "a green car and a blue bird", "there is a white horse", "boat", "a pink ball"]
+
+
+@pytest.fixture
+def pipelines(synthetic_dataset, tiny_pipeline, tmp_path, es_url, index_name, es_admin):
+    """Two configs over the same data and model: one per backend, separate work dirs."""
+
+    def make(backend: str):
+        return tiny_pipeline(
+            f"workdir={tmp_path / backend}",
+            f"index.backend={backend}",
+            f"index.name={index_name}",
+            f"elasticsearch.url={es_url}",
+            "elasticsearch.bulk_chunk_docs=25",
+            "quantizer.pooling=max",
+            "quantizer.gamma=16",
+            "quantizer.doc_gamma=64",
+            "quantizer.sample_size=2000",
+            "search.device=cpu",
+        )
+
+    torch.manual_seed(0)
+    configs = {b: make(b) for b in ("embedded", "elasticsearch")}
+    model = build_model(configs["embedded"].model).eval()
+    records = list(ColumnarReader(synthetic_dataset.data_path).iter_records())
+    yield configs, model, records
+    es_admin.indices.delete(index=index_name, ignore_unavailable=True)
+
+
+def run_ingest(config, model, records):
+    ingestor = Ingestor(config, model=model)
+    try:
+        return ingestor.ingest(records, batch_size=32)
+    finally:
+        ingestor.close()
+
+
+def test_both_backends_give_the_same_hits(pipelines):
+    configs, model, records = pipelines
+    for config in configs.values():
+        report = run_ingest(config, model, records)
+        assert report.total_in_index == len(records) and report.index_failed == 0
+    searchers = {b: Searcher.open(c, model=model) for b, c in configs.items()}
+    try:
+        for text in QUERIES:
+            for candidates in (20, len(records)):
+                got = {b: s.search(text, k=10, candidates=candidates) for b, s in searchers.items()}
+                emb, es = got["embedded"], got["elasticsearch"]
+                assert emb.candidates == es.candidates
+                assert [h.id for h in es.hits] == [h.id for h in emb.hits]
+                assert [h.score for h in es.hits] == pytest.approx([h.score for h in emb.hits], rel=1e-6)
+                assert [h.caption for h in es.hits] == [h.caption for h in emb.hits]
+            exact = searchers["elasticsearch"].search(text, k=10, exact=True)
+            full = searchers["elasticsearch"].search(text, k=10, candidates=len(records))
+            assert [h.id for h in full.hits] == [h.id for h in exact.hits]
+    finally:
+        for s in searchers.values():
+            s.close()
+
+
+def test_reingest_into_elasticsearch_is_idempotent(pipelines):
+    configs, model, records = pipelines
+    config = configs["elasticsearch"]
+    run_ingest(config, model, records[:40])
+    again = run_ingest(config, model, records[:60])
+    assert again.skipped_existing == 40 and again.encoded == 20
+    assert again.total_in_index == 60
+
+
+def test_searching_with_another_model_is_refused(pipelines):
+    configs, model, records = pipelines
+    config = configs["elasticsearch"]
+    run_ingest(config, model, records[:20])
+    torch.manual_seed(99)
+    other = build_model(config.model).eval()
+    with pytest.raises((StoreMismatchError, IndexMismatchError)):
+        Searcher.open(config, model=other)
