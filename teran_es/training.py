@@ -450,10 +450,13 @@ def train(
             training_state,
         )
         completed = epoch + 1
+        elapsed = time.perf_counter() - started
+        epoch_seconds = elapsed / max(1, completed - start_epoch)
         if cfg.patience and stale_validations >= cfg.patience:
             stopped = f"validation RSUM did not improve for {stale_validations} validations"
-        elif cfg.max_minutes and time.perf_counter() - started > cfg.max_minutes * 60:
-            stopped = f"time budget of {cfg.max_minutes:g} minutes spent"
+        elif cfg.max_minutes and completed < cfg.epochs and elapsed + epoch_seconds > cfg.max_minutes * 60:
+            # stop before an epoch that would end past the budget, not after it
+            stopped = f"another epoch would not end within the time budget of {cfg.max_minutes:g} minutes"
         if stopped:
             log.info("stopping after epoch %d: %s", completed, stopped)
             _append_jsonl(metrics_path, {"event": "stop", "epoch": completed, "reason": stopped})

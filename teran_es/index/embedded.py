@@ -95,21 +95,34 @@ def _append_dead_letter(path: Path, doc: SurrogateDocument, reason: str) -> None
 
 
 def _write_segment(directory: Path, name: str, docs: Sequence[SurrogateDocument]) -> None:
-    """Write ``docs`` as an immutable segment ``directory/name`` (via a temporary directory)."""
+    """Write ``docs`` as an immutable segment ``directory/name``."""
     vocab = sorted({t for d in docs for t in d.terms})
     position = {t: i for i, t in enumerate(vocab)}
     lengths = np.fromiter((len(d.terms) for d in docs), dtype=np.int64, count=len(docs))
-    doc_offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    doc_terms = np.fromiter((position[t] for d in docs for t in d.terms), dtype=np.int32, count=int(lengths.sum()))
+    doc_tfs = np.fromiter((tf for d in docs for tf in d.terms.values()), dtype=np.uint16, count=int(lengths.sum()))
+    stored = [{"id": d.id, "path": d.path, "caption": d.caption, "metadata": dict(d.metadata)} for d in docs]
+    _write_segment_arrays(directory, name, vocab, lengths, doc_terms, doc_tfs, stored)
+
+
+def _write_segment_arrays(
+    directory: Path,
+    name: str,
+    vocab: list[str],
+    lengths: np.ndarray,
+    doc_terms: np.ndarray,
+    doc_tfs: np.ndarray,
+    stored: list[dict[str, Any]],
+) -> None:
+    """Write a segment from its forward view (via a temporary directory, then a rename).
+
+    vocab: sorted terms [V]; lengths: int64 [N] terms per document; doc_terms: int32 [P]
+    vocabulary positions and doc_tfs: uint16 [P] frequencies, document after document.
+    """
+    doc_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=doc_offsets[1:])
-    total = int(doc_offsets[-1])
-    doc_terms = np.empty(total, dtype=np.int32)
-    doc_tfs = np.empty(total, dtype=np.uint16)
-    for i, d in enumerate(docs):
-        lo, hi = doc_offsets[i], doc_offsets[i + 1]
-        doc_terms[lo:hi] = [position[t] for t in d.terms]
-        doc_tfs[lo:hi] = list(d.terms.values())
     # Invert: sort postings by term (stable, so document numbers stay ascending per term).
-    doc_numbers = np.repeat(np.arange(len(docs), dtype=np.int32), lengths)
+    doc_numbers = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
     order = np.argsort(doc_terms, kind="stable")
     post_docs = doc_numbers[order]
     post_tfs = doc_tfs[order]
@@ -131,10 +144,32 @@ def _write_segment(directory: Path, name: str, docs: Sequence[SurrogateDocument]
         np.save(tmp / f"{fname}.npy", arr)
     with (tmp / "terms.json").open("w", encoding="utf-8") as fh:
         json.dump(vocab, fh)
-    stored = [{"id": d.id, "path": d.path, "caption": d.caption, "metadata": dict(d.metadata)} for d in docs]
     with (tmp / "stored.json").open("w", encoding="utf-8") as fh:
         json.dump(stored, fh)
     tmp.rename(directory / name)
+
+
+def _merge_segments(directory: Path, name: str, segments: Sequence[_Segment]) -> int:
+    """Write the live documents of ``segments`` as one segment, array to array; returns its size."""
+    vocab = sorted(set().union(*(seg.vocab for seg in segments)))
+    vocab_array = np.asarray(vocab, dtype=object)
+    lengths, terms, tfs, stored = [], [], [], []
+    for seg in segments:
+        live = ~seg.deleted
+        seg_lengths = np.diff(np.asarray(seg.doc_offsets))
+        keep = np.repeat(live, seg_lengths)
+        # Segment vocabulary position -> merged vocabulary position.
+        remap = np.searchsorted(vocab_array, np.asarray(seg.vocab, dtype=object)).astype(np.int32)
+        lengths.append(seg_lengths[live])
+        terms.append(remap[np.asarray(seg.doc_terms)[keep]])
+        tfs.append(np.asarray(seg.doc_tfs)[keep])
+        stored.extend(rec for rec, alive in zip(seg.stored, live.tolist(), strict=True) if alive)
+    if not stored:
+        return 0
+    _write_segment_arrays(
+        directory, name, vocab, np.concatenate(lengths), np.concatenate(terms), np.concatenate(tfs), stored
+    )
+    return len(stored)
 
 
 def _read_segment(directory: Path, name: str, tombstone: str | None) -> _Segment:
@@ -183,8 +218,8 @@ def _segment_scores(seg: _Segment, query: Mapping[str, float]) -> tuple[np.ndarr
     tfs = np.concatenate([seg.post_tfs[lo:hi] for lo, hi in slices]).astype(np.float64)
     tfs *= np.repeat(np.asarray(weights), [hi - lo for lo, hi in slices])
     scores = np.bincount(docs, weights=tfs, minlength=n)
-    matched = np.bincount(docs, minlength=n) > 0
-    return scores, matched & ~seg.deleted
+    # Weights are positive and tf >= 1, so a document matched exactly when its score is positive.
+    return scores, (scores > 0) & ~seg.deleted
 
 
 class EmbeddedIndex:
@@ -374,18 +409,14 @@ class EmbeddedIndex:
         self._flush()
         if len(self._segments) <= 1 and not self._manifest["tombstones"]:
             return
-        docs = [self._document(si, local) for si, local in self._where.values()]
         m = self._manifest
+        name = f"seg-{m['next_segment']:06d}"
+        written = _merge_segments(self.path, name, self._segments)
         new_manifest = dict(m)
         new_manifest["generation"] = m["generation"] + 1
         new_manifest["tombstones"] = {}
         new_manifest["next_segment"] = m["next_segment"] + 1
-        if docs:
-            name = f"seg-{m['next_segment']:06d}"
-            _write_segment(self.path, name, docs)
-            new_manifest["segments"] = [name]
-        else:
-            new_manifest["segments"] = []
+        new_manifest["segments"] = [name] if written else []
         self._commit(new_manifest)
 
     def _document(self, si: int, local: int) -> SurrogateDocument:

@@ -180,3 +180,24 @@ def test_read_only_view_while_a_writer_holds_the_index(tmp_path):
         with pytest.raises(IndexError_, match="read-only"):
             reader.add([SurrogateDocument("b", {"x": 1})])
         reader.close()
+
+
+def test_merge_keeps_exactly_the_live_documents(tmp_path):
+    rng = np.random.default_rng(5)
+    docs = random_docs(rng, 120)
+    replaced = random_docs(rng, 10, prefix="img")  # new contents for img00000..img00009
+    with EmbeddedIndex.open(tmp_path / "idx", segment_docs=13) as index:
+        index.add(docs)
+        index.add(replaced)
+        index.delete([d.id for d in docs[50:60]])
+        index.merge()
+        live = {d.id: d for d in docs if d.id not in {x.id for x in docs[50:60]}}
+        live.update({d.id: d for d in replaced})
+        assert index.count() == len(live)
+        assert len(list((tmp_path / "idx").glob("seg-*"))) == 1
+        for _ in range(10):
+            q = random_query(rng)
+            expected = brute_force(list(live.values()), q, 20)
+            hits = index.search(q, 20)
+            assert [h.id for h in hits] == [e[1] for e in expected]
+        assert dict(index.get("img00003").terms) == dict(replaced[3].terms)
