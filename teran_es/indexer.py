@@ -1,4 +1,10 @@
-"""Ingest: image region features in, feature store and surrogate-text index out.
+"""Ingest: images (region features, or pixels) in, feature store and surrogate-text index out.
+
+Images come as :class:`ImageRecord` (precomputed region features) or as
+:class:`ImageFile` (a file to decode): a model with an image front end encodes the pixels
+itself; a model without one gets region features from the pipeline's torchvision
+extractor (``[extractor]``, weights from a file). A file that does not decode is logged to
+``skipped.jsonl`` and counted in ``IngestReport.skipped_bad``; the rest goes on.
 
 The work directory of a pipeline holds everything one collection needs::
 
@@ -26,7 +32,10 @@ import numpy as np
 import torch
 
 from teran_es.config import PipelineConfig, save_config
-from teran_es.features.records import ImageRecord, pad_regions
+from teran_es.encoding import encode_image_records
+from teran_es.features.images import ImageDecodeError
+from teran_es.features.pixels import ImageFile
+from teran_es.features.records import ImageRecord, RecordError, validate_record
 from teran_es.index import Index, SurrogateDocument, open_index
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
@@ -81,21 +90,18 @@ def index_meta(quantizer: SurrogateTextEncoder, model_fp: str) -> dict:
 
 
 def encode_region_batch(
-    model: TERAN, records: list[ImageRecord], device: torch.device
+    model: TERAN, records: list[ImageRecord | ImageFile], device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Region embeddings of a batch of records: (float32 [B, R, D], bool [B, R])."""
-    batch = pad_regions(records)
-    with torch.inference_mode():
-        out = model.encode_images(
-            torch.from_numpy(batch.features).to(device),
-            torch.from_numpy(batch.boxes).to(device),
-            torch.from_numpy(batch.mask).to(device),
-        )
+    """Region embeddings of a batch of records (region features, or decoded pixels for a
+    model with a front end): (float32 [B, R, D], bool [B, R])."""
+    out = encode_image_records(model, records, device)
     return out.regions.float().cpu().numpy(), out.mask.cpu().numpy()
 
 
-def _batched(items: Iterable[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
-    batch: list[ImageRecord] = []
+def _batched(
+    items: Iterable[ImageRecord | ImageFile], size: int
+) -> Iterator[list[ImageRecord | ImageFile]]:
+    batch: list[ImageRecord | ImageFile] = []
     for item in items:
         batch.append(item)
         if len(batch) == size:
@@ -108,7 +114,13 @@ def _batched(items: Iterable[ImageRecord], size: int) -> Iterator[list[ImageReco
 class Ingestor:
     """Composes model, feature store, quantizer and index for one pipeline."""
 
-    def __init__(self, config: PipelineConfig, model: TERAN | None = None, device: str | None = None):
+    def __init__(
+        self,
+        config: PipelineConfig,
+        model: TERAN | None = None,
+        device: str | None = None,
+        extractor=None,
+    ):
         self.config = config
         self.paths = Artifacts(config)
         self.device = resolve_device(device or config.search.device)
@@ -131,6 +143,10 @@ class Ingestor:
         if self.paths.quantizer.exists():
             self.quantizer = SurrogateTextEncoder.load(self.paths.quantizer)
         self.index: Index | None = None
+        self._bad_items = 0  # items skipped with a logged reason during the current ingest
+        # region features for images given as files, when the model has no front end;
+        # built from config.extractor on first need (loading its weights takes a while)
+        self._extractor = extractor
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -143,8 +159,61 @@ class Ingestor:
         return self.index
 
     def _log_skipped(self, item_id: str | None, reason: str) -> None:
+        self._bad_items += 1
         with self.paths.skipped.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"id": item_id, "reason": reason, "time": time.time()}) + "\n")
+
+    def note_bad_record(self, error: RecordError) -> None:
+        """For the readers' ``on_error``: record a skipped item and its reason in skipped.jsonl."""
+        self._log_skipped(error.image_id, str(error))
+
+    def _extractor_for_files(self):
+        if self._extractor is None:
+            from teran_es.features.extractors import build_extractor
+
+            self._extractor = build_extractor(self.config.extractor, self.device)
+            if self._extractor is None:
+                raise ValueError(
+                    "these images come as files, but the model has no image front end (model.frontend) "
+                    "and the pipeline names no region-feature extractor ([extractor] kind and weights)"
+                )
+        if self._extractor.feature_dim != self.model.config.region_feature_dim:
+            raise ValueError(
+                f"the extractor gives {self._extractor.feature_dim}-d region features but the model "
+                f"takes {self.model.config.region_feature_dim}-d ones"
+            )
+        return self._extractor
+
+    def _encodable(self, items: list[ImageRecord | ImageFile]) -> list[ImageRecord | ImageFile]:
+        """The items ready to encode: files decoded (pixels for the front end, or region
+        features from the extractor); those that do not decode are logged and left out."""
+        files = [item for item in items if isinstance(item, ImageFile)]
+        if not files:
+            return items
+        frontend = self.model.frontend is not None
+        size = self.model.config.image_size if frontend else self._extractor_for_files().image_size
+        ready: dict[str, ImageFile | ImageRecord] = {}
+        for item in files:
+            try:
+                ready[item.image_id] = item.decoded(size)
+            except ImageDecodeError as exc:
+                log.warning("skipping %s", exc)
+                self._log_skipped(item.image_id, str(exc))
+        if not frontend and ready:
+            decoded = list(ready.values())
+            extracted = self._extractor_for_files().extract([f.pixels for f in decoded], list(ready))
+            for source, record in zip(decoded, extracted, strict=True):
+                record.captions, record.split, record.path = list(source.captions), source.split, source.path
+                try:
+                    ready[record.image_id] = validate_record(record, source.path)
+                except RecordError as exc:
+                    del ready[record.image_id]
+                    self._log_skipped(record.image_id, str(exc))
+        return [
+            ready[item.image_id] if isinstance(item, ImageFile) else item
+            for item in items
+            if not isinstance(item, ImageFile) or item.image_id in ready
+        ]
 
     def _fit_quantizer(self, regions: np.ndarray, mask: np.ndarray) -> None:
         log.info("fitting the surrogate-text quantizer on %d images", regions.shape[0])
@@ -178,13 +247,17 @@ class Ingestor:
 
     # -- the run ---------------------------------------------------------------------------
 
-    def ingest(self, records: Iterable[ImageRecord], batch_size: int = 64, progress=None) -> IngestReport:
-        """Ingest a stream of records (see the module docstring for resume semantics).
+    def ingest(
+        self, records: Iterable[ImageRecord | ImageFile], batch_size: int = 64, progress=None
+    ) -> IngestReport:
+        """Ingest a stream of records (see the module docstring for resume semantics and for
+        images given as files).
 
         Documents are built from the regions as stored (after the store's dtype rounding),
         so the index and the rerank see the same vectors.
         """
         report = IngestReport()
+        self._bad_items = 0
         # Until the quantizer exists nothing is indexed: stored images wait here to be fitted on.
         fit_images = max(1, self.config.quantizer.sample_size // max(1, self.config.data.max_regions))
         waiting: dict[str, ImageRecord] = {}
@@ -204,7 +277,14 @@ class Ingestor:
             report.indexed_from_store += sum(1 for i in ids if i in in_store and i not in in_index)
             if to_encode:
                 t = time.perf_counter()
-                regions, mask = encode_region_batch(self.model, [by_id[i] for i in to_encode], self.device)
+                ready = self._encodable([by_id[i] for i in to_encode])
+                report.timings["read"] += time.perf_counter() - t
+                bad = set(to_encode) - {r.image_id for r in ready}
+                to_encode = [r.image_id for r in ready]
+                ids = [i for i in ids if i not in bad]
+            if to_encode:
+                t = time.perf_counter()
+                regions, mask = encode_region_batch(self.model, ready, self.device)
                 report.timings["encode"] += time.perf_counter() - t
                 report.encoded += len(to_encode)
                 t = time.perf_counter()
@@ -231,6 +311,7 @@ class Ingestor:
             index.refresh()
             report.total_in_index = index.count()
         report.total_in_store = len(self.store)
+        report.skipped_bad = self._bad_items
         return report
 
     def _probe_ids(self, ids: list[str]) -> list[str]:

@@ -40,7 +40,10 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     try:
         ingestor = Ingestor(config)
         records = iter_feature_records(
-            source, split=split, feature_dim=ingestor.model.config.region_feature_dim
+            source,
+            split=split,
+            feature_dim=ingestor.model.config.region_feature_dim,
+            on_error=ingestor.note_bad_record,
         )
         with tqdm(desc="ingest", unit="img", file=sys.stderr, disable=None) as bar:
             try:
@@ -58,5 +61,7 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
             f"{report.encoded} encoded, {report.indexed} indexed, {report.skipped_existing} already there, "
             f"{report.index_failed} failed; index holds {report.total_in_index} documents"
         )
+        if report.skipped_bad:
+            click.echo(f"{report.skipped_bad} bad items were skipped; reasons in {ingestor.paths.skipped}")
         if report.dead_letter_path:
             click.echo(f"failed documents were written to {report.dead_letter_path}")

@@ -54,7 +54,10 @@ class ImageRecord:
         return int(self.features.shape[1])
 
 
-def check_on_error(on_error: str) -> str:
+def check_on_error(on_error: str | Callable[[RecordError], None]) -> str | Callable[[RecordError], None]:
+    """"raise", "skip", or a callable: skip, and hand it each error (e.g. to count or record it)."""
+    if callable(on_error):
+        return on_error
     if on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
     return on_error
@@ -136,6 +139,8 @@ def guarded(
                 raise
             skipped += 1
             log.warning("skipping bad %s: %s", what, exc)
+            if callable(on_error):
+                on_error(exc)
     if skipped:
         log.warning("skipped %d bad %s(s)", skipped, what)
 

@@ -1,15 +1,17 @@
-"""Open what a user hands to ``teran-es ingest``: a Parquet feature file or folder, or a
-folder in the authors' bottom-up layout. I/O only."""
+"""Open what a user hands to ``teran-es ingest``: a Parquet feature file or folder, a
+folder in the authors' bottom-up layout, a built OpenMoji collection, or a plain folder of
+images. I/O only."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from teran_es.features.bottom_up import BottomUpReader
 from teran_es.features.columnar import ColumnarReader
-from teran_es.features.records import ImageRecord
+from teran_es.features.pixels import ImageFile, is_openmoji_collection, iter_folder_images, iter_openmoji_images
+from teran_es.features.records import ImageRecord, RecordError
 
 
 class UnsupportedSourceError(ValueError):
@@ -17,7 +19,7 @@ class UnsupportedSourceError(ValueError):
 
 
 def describe_source(path: str | os.PathLike[str]) -> str:
-    """'parquet', 'bottom-up' or 'images' (a plain folder of image files)."""
+    """'parquet', 'bottom-up', 'openmoji' (a built collection) or 'images' (a plain folder of image files)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
@@ -27,6 +29,8 @@ def describe_source(path: str | os.PathLike[str]) -> str:
         raise UnsupportedSourceError(f"{p}: expected a .parquet feature file or a folder")
     if (p / "bu_att").is_dir():
         return "bottom-up"
+    if is_openmoji_collection(p):  # before the Parquet test: the collection has a table with no features
+        return "openmoji"
     if any(p.glob("*.parquet")):
         return "parquet"
     return "images"
@@ -38,17 +42,43 @@ def iter_feature_records(
     split: str | None = None,
     feature_dim: int | None = None,
     max_regions: int | None = None,
+    on_error: str | Callable[[RecordError], None] = "skip",
 ) -> Iterator[ImageRecord]:
-    """Records of a feature source; bad rows are logged and skipped by the readers."""
+    """Records of a feature source; bad rows are logged and skipped (``on_error`` may be a
+    callable that also receives each :class:`RecordError`)."""
     kind = describe_source(path)
     if kind == "parquet":
-        reader = ColumnarReader(path, on_error="skip", feature_dim=feature_dim, max_regions=max_regions)
+        reader = ColumnarReader(path, on_error=on_error, feature_dim=feature_dim, max_regions=max_regions)
         yield from reader.iter_records(split)
     elif kind == "bottom-up":
-        reader = BottomUpReader(path, on_error="skip", feature_dim=feature_dim, max_regions=max_regions)
+        reader = BottomUpReader(path, on_error=on_error, feature_dim=feature_dim, max_regions=max_regions)
         yield from reader.iter_records(split or "all")
     else:
         raise UnsupportedSourceError(
             f"{path} is a folder of images: ingesting raw images needs a model with an image front end "
             "(see `teran-es openmoji`), or precomputed region features (Parquet or bottom-up layout)"
+        )
+
+
+def iter_source_records(
+    path: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    feature_dim: int | None = None,
+    max_regions: int | None = None,
+    on_error: str | Callable[[RecordError], None] = "skip",
+) -> Iterator[ImageRecord | ImageFile]:
+    """Everything ``teran-es ingest`` takes: feature records, or image files to decode at
+    ingest (a folder of images, ids = paths relative to it; or the OpenMoji collection, with
+    captions). Files that do not decode are found, logged and skipped by the ingest."""
+    kind = describe_source(path)
+    if kind == "images":
+        if split is not None:
+            raise UnsupportedSourceError(f"{path} is a plain folder of images: it has no splits")
+        yield from iter_folder_images(path)
+    elif kind == "openmoji":
+        yield from iter_openmoji_images(path, split)
+    else:
+        yield from iter_feature_records(
+            path, split=split, feature_dim=feature_dim, max_regions=max_regions, on_error=on_error
         )
