@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ class ElasticsearchConfig:
 @dataclass
 class IndexConfig:
     backend: str = "embedded"  # embedded | elasticsearch
-    name: str = "teran-images"
+    name: str = ""  # "" = "teran-<pipeline name>", so two pipelines never share an index by accident
     path: str = ""  # embedded backend directory; "" = <workdir>/index
 
 
@@ -201,6 +202,12 @@ class PipelineConfig:
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     expected_metrics: dict[str, float] = field(default_factory=dict)
+
+    def resolved_index_name(self) -> str:
+        """The index name: ``index.name``, else derived from the pipeline name (lowercase, safe)."""
+        if self.index.name:
+            return self.index.name
+        return "teran-" + (re.sub(r"[^a-z0-9_\-]+", "-", self.name.lower()).strip("-") or "default")
 
     def resolved_workdir(self) -> Path:
         if self.workdir:

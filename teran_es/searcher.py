@@ -89,7 +89,7 @@ class Searcher:
         index = open_index(config, create=False, meta=index_meta(quantizer, fingerprint), read_only=True)
         if not index.meta().get("model_fingerprint"):
             raise IndexMismatchError(
-                f"index {config.index.name!r} records no model fingerprint; re-ingest it"
+                f"index {config.resolved_index_name()!r} records no model fingerprint; re-ingest it"
             )
         return cls(config, model, quantizer, store, index, dev)
 

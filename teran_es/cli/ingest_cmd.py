@@ -1,4 +1,4 @@
-"""``teran-es ingest SOURCE``: region features in, feature store and index out."""
+"""``teran-es ingest SOURCE``: images or region features in, feature store and index out."""
 
 from __future__ import annotations
 
@@ -20,13 +20,19 @@ from teran_es.cli.common import emit_json, json_option, load_pipeline, pipeline_
 @click.option("--batch-size", default=64, show_default=True, help="Images encoded per batch.")
 @json_option
 def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_size, as_json):
-    """Ingest SOURCE (Parquet features or a bottom-up folder): encode, store, quantize, index.
+    """Ingest SOURCE: encode, store, quantize, index.
+
+    SOURCE is Parquet region features, a bottom-up folder, a folder of images (ids are the
+    paths relative to it; needs a model with an image front end, or an [extractor] with a
+    weights file) or a built OpenMoji collection (`teran-es openmoji info` shows where).
+    Images that do not decode are skipped and listed in <workdir>/skipped.jsonl.
 
     Re-running the same command resumes: what is already stored and indexed is skipped.
     """
     from tqdm import tqdm
 
-    from teran_es.features.sources import UnsupportedSourceError, iter_feature_records
+    from teran_es.features.extractors import ExtractorError
+    from teran_es.features.sources import UnsupportedSourceError, iter_source_records
     from teran_es.index import IndexError_
     from teran_es.indexer import Ingestor
     from teran_es.store import StoreError
@@ -37,9 +43,11 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     if backend:
         config.index.backend = backend
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The client logs each connection it revives at WARNING; retries are reported by the index.
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     try:
         ingestor = Ingestor(config)
-        records = iter_feature_records(
+        records = iter_source_records(
             source,
             split=split,
             feature_dim=ingestor.model.config.region_feature_dim,
@@ -50,7 +58,7 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
                 report = ingestor.ingest(records, batch_size=batch_size, progress=bar)
             finally:
                 ingestor.close()
-    except (UnsupportedSourceError, FileNotFoundError, ValueError, IndexError_, StoreError) as exc:
+    except (UnsupportedSourceError, ExtractorError, FileNotFoundError, ValueError, IndexError_, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     payload = {"workdir": str(config.resolved_workdir()), "backend": config.index.backend, **report.to_dict()}
     if as_json:

@@ -51,13 +51,13 @@ def open_index(
         from teran_es.index.embedded import EmbeddedIndex
 
         return EmbeddedIndex.open(
-            embedded_index_path(config), create=create, meta=meta, name=config.index.name
+            embedded_index_path(config), create=create, meta=meta, name=config.resolved_index_name()
         )
     if backend == "elasticsearch":
         from teran_es.index.elastic import ElasticIndex
 
         dead_letter = config.elasticsearch.dead_letter_path or str(config.resolved_workdir() / "dead-letter.jsonl")
         return ElasticIndex.open(
-            config.elasticsearch, config.index.name, create=create, meta=meta, dead_letter_path=dead_letter
+            config.elasticsearch, config.resolved_index_name(), create=create, meta=meta, dead_letter_path=dead_letter
         )
     raise ValueError(f"unknown index backend {backend!r} (use 'embedded' or 'elasticsearch')")
