@@ -70,7 +70,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=3000, help="images in the searched collection")
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=4)
@@ -91,8 +93,12 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(args.workdir or tmp)
         t = time.perf_counter()
         data = make_synthetic_dataset(
-            root / "data", train_images=args.train_images, val_images=200, test_images=args.images,
-            seed=args.seed, noise=args.noise,
+            root / "data",
+            train_images=args.train_images,
+            val_images=200,
+            test_images=args.images,
+            seed=args.seed,
+            noise=args.noise,
         )
         config = tiny_config(root, data, args.epochs)
         print(f"training a tiny TERAN for {args.epochs} epochs on {args.train_images} images ...", flush=True)
@@ -126,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
                 "documents": report.total_in_index,
                 "ingest_images_per_s": len(records) / ingest_seconds,
                 "ingest_timings_s": report.timings,
-                "index_bytes": EmbeddedIndex.open(root / f"work-{pooling}" / "index", read_only=True).size_on_disk(),
+                "index_bytes": EmbeddedIndex.open(
+                    root / f"work-{pooling}" / "index", read_only=True
+                ).size_on_disk(),
                 "exact_scan_ms_p50": percentile(exact_ms, 50),
                 "by_candidates": {},
             }
@@ -150,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
             searcher.close()
             rows.append(row)
 
-    print(f"\nrecall@10 of recall + exact rerank vs the exact scan ({len(records)} images, {len(queries)} queries)")
+    print(
+        f"\nrecall@10 of recall + exact rerank vs the exact scan ({len(records)} images, {len(queries)} queries)"
+    )
     header = "pooling  docs    " + "  ".join(f"K={k:<5d}" for k in candidate_counts) + "  exact-scan p50"
     print(header)
     for row in rows:
@@ -159,7 +169,11 @@ def main(argv: list[str] | None = None) -> None:
     payload = {
         "benchmark": "fidelity",
         "settings": vars(args),
-        "train": {"seconds": train_seconds, "best_rsum": trained.best_rsum, "epochs": trained.epochs_completed},
+        "train": {
+            "seconds": train_seconds,
+            "best_rsum": trained.best_rsum,
+            "epochs": trained.epochs_completed,
+        },
         "machine": machine_info(),
         "results": rows,
     }

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -35,9 +34,11 @@ import numpy as np
 import scipy.sparse
 from tqdm import tqdm
 
-import teran_es
 from teran_es.index.base import IndexHit, SurrogateDocument
 from teran_es.surrogate.terms import vocabulary
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_info  # noqa: E402  (benchmarks/common.py)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index.json"
 # The server caches its store statistics for 10 s (index.store.stats_refresh_interval).
@@ -74,9 +75,14 @@ class SyntheticSurrogateCorpus:
             self.term_ids[begin : begin + n] = np.argpartition(-keys, self.terms_per_doc, axis=1)[
                 :, : self.terms_per_doc
             ]
-        self.tfs = np.clip(np.rint(rng.lognormal(3.0, 1.2, size=self.term_ids.shape)), 1, 512).astype(np.int16)
+        self.tfs = np.clip(np.rint(rng.lognormal(3.0, 1.2, size=self.term_ids.shape)), 1, 512).astype(
+            np.int16
+        )
         self.query_ids = np.stack(
-            [rng.choice(size, size=self.query_terms, replace=False, p=_softmax(log_popularity)) for _ in range(self.queries)]
+            [
+                rng.choice(size, size=self.query_terms, replace=False, p=_softmax(log_popularity))
+                for _ in range(self.queries)
+            ]
         )
         self.query_weights = rng.lognormal(-0.5, 0.8, size=self.query_ids.shape)
 
@@ -85,7 +91,9 @@ class SyntheticSurrogateCorpus:
 
     def document(self, i: int) -> SurrogateDocument:
         vocab = self.vocab
-        terms = {vocab[t]: int(f) for t, f in zip(self.term_ids[i].tolist(), self.tfs[i].tolist(), strict=True)}
+        terms = {
+            vocab[t]: int(f) for t, f in zip(self.term_ids[i].tolist(), self.tfs[i].tolist(), strict=True)
+        }
         return SurrogateDocument(id=self.doc_id(i), terms=terms, path=f"/images/{i:08d}.jpg")
 
     def documents(self, progress: str | None = None) -> Iterator[SurrogateDocument]:
@@ -141,7 +149,9 @@ def latency_summary(times_ms: np.ndarray) -> dict[str, float]:
     }
 
 
-def check_against_exact(hits: list[IndexHit], exact: np.ndarray, corpus: SyntheticSurrogateCorpus, k: int) -> float:
+def check_against_exact(
+    hits: list[IndexHit], exact: np.ndarray, corpus: SyntheticSurrogateCorpus, k: int
+) -> float:
     """Worst relative error of the returned scores, after checking the k-th score is the true one
     (tie-tolerant: equal-looking float32 scores may come in either order)."""
     kth_true = float(np.partition(exact, exact.size - k)[exact.size - k])
@@ -168,8 +178,11 @@ def measure_queries(
         "search_many_qps": round(len(queries) / elapsed, 1),
         "search_many_seconds": round(elapsed, 2),
     }
-    print(f"  {label}: p50 {result['search']['p50_ms']} ms, p95 {result['search']['p95_ms']} ms, "
-          f"search_many {result['search_many_qps']} q/s", flush=True)
+    print(
+        f"  {label}: p50 {result['search']['p50_ms']} ms, p95 {result['search']['p95_ms']} ms, "
+        f"search_many {result['search_many_qps']} q/s",
+        flush=True,
+    )
     return result, batched
 
 
@@ -191,11 +204,15 @@ def ingest(index: Any, corpus: SyntheticSurrogateCorpus, label: str) -> dict[str
     }
 
 
-def verify(results: list[list[IndexHit]], corpus: SyntheticSurrogateCorpus, exact: np.ndarray, k: int) -> float:
+def verify(
+    results: list[list[IndexHit]], corpus: SyntheticSurrogateCorpus, exact: np.ndarray, k: int
+) -> float:
     return max(check_against_exact(results[q], exact[q], corpus, k) for q in range(exact.shape[0]))
 
 
-def bench_embedded(args: argparse.Namespace, corpus: SyntheticSurrogateCorpus, queries, exact) -> dict[str, Any]:
+def bench_embedded(
+    args: argparse.Namespace, corpus: SyntheticSurrogateCorpus, queries, exact
+) -> dict[str, Any]:
     from teran_es.index.embedded import EmbeddedIndex
 
     print("embedded:", flush=True)
@@ -226,11 +243,16 @@ def bench_elasticsearch(args: argparse.Namespace, corpus: SyntheticSurrogateCorp
     config = ElasticsearchConfig(url=args.es_url, bulk_chunk_docs=args.bulk_docs, request_timeout=600)
     workdir = Path(tempfile.mkdtemp(prefix="bench-index-", dir=args.workdir))
     name = f"teran-bench-{uuid.uuid4().hex[:10]}"
-    index = ElasticIndex.open(config, name, meta={"quantizer_fingerprint": "bench"},
-                              dead_letter_path=workdir / "dead-letter.jsonl")
+    index = ElasticIndex.open(
+        config, name, meta={"quantizer_fingerprint": "bench"}, dead_letter_path=workdir / "dead-letter.jsonl"
+    )
     try:
-        out: dict[str, Any] = {"server_version": index.server_version, "client_version": CLIENT_VERSION,
-                               "java": _local_java(), "ingest": ingest(index, corpus, "elasticsearch")}
+        out: dict[str, Any] = {
+            "server_version": index.server_version,
+            "client_version": CLIENT_VERSION,
+            "java": _local_java(),
+            "ingest": ingest(index, corpus, "elasticsearch"),
+        }
         index.flush()
         time.sleep(STORE_STATS_CACHE_S)
         out["segments_before_merge"] = index.segment_count()
@@ -244,7 +266,9 @@ def bench_elasticsearch(args: argparse.Namespace, corpus: SyntheticSurrogateCorp
         kept: list[list[IndexHit]] = []
         for formulation in es_queries.FORMULATIONS:
             index.formulation = formulation
-            measured, batched = measure_queries(index, queries, args.k, args.warmup, f"elasticsearch/{formulation}")
+            measured, batched = measure_queries(
+                index, queries, args.k, args.warmup, f"elasticsearch/{formulation}"
+            )
             measured["max_relative_score_error"] = verify(batched, corpus, exact, args.k)
             out["formulations"][formulation] = measured
             if formulation == es_queries.DEFAULT_FORMULATION:
@@ -267,24 +291,6 @@ def _local_java() -> str | None:
     return f"{state.java_version} ({state.java_home})" if state else None
 
 
-def machine_info() -> dict[str, Any]:
-    meminfo = Path("/proc/meminfo")
-    total_gib = None
-    if meminfo.exists():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                total_gib = round(int(line.split()[1]) / 2**20, 1)
-    return {
-        "cpu_count": os.cpu_count(),
-        "ram_gib": total_gib,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "teran_es": teran_es.__version__,
-    }
-
-
 def overlap_at_k(a: list[list[IndexHit]], b: list[list[IndexHit]]) -> float:
     """Mean fraction of shared ids between two result lists (1.0 = same top-k up to float ties)."""
     shares = [len({h.id for h in x} & {h.id for h in y}) / max(len(x), 1) for x, y in zip(a, b, strict=True)]
@@ -294,9 +300,15 @@ def overlap_at_k(a: list[list[IndexHit]], b: list[list[IndexHit]]) -> float:
 def ratios(results: Mapping[str, Any]) -> dict[str, float]:
     es, emb = results["elasticsearch"], results["embedded"]
     return {
-        "ingest_docs_per_s_es_over_embedded": round(es["ingest"]["docs_per_s"] / emb["ingest"]["docs_per_s"], 3),
-        "search_p50_es_over_embedded": round(es["queries"]["search"]["p50_ms"] / emb["queries"]["search"]["p50_ms"], 3),
-        "search_p95_es_over_embedded": round(es["queries"]["search"]["p95_ms"] / emb["queries"]["search"]["p95_ms"], 3),
+        "ingest_docs_per_s_es_over_embedded": round(
+            es["ingest"]["docs_per_s"] / emb["ingest"]["docs_per_s"], 3
+        ),
+        "search_p50_es_over_embedded": round(
+            es["queries"]["search"]["p50_ms"] / emb["queries"]["search"]["p50_ms"], 3
+        ),
+        "search_p95_es_over_embedded": round(
+            es["queries"]["search"]["p95_ms"] / emb["queries"]["search"]["p95_ms"], 3
+        ),
         "search_many_qps_es_over_embedded": round(
             es["queries"]["search_many_qps"] / emb["queries"]["search_many_qps"], 3
         ),
@@ -308,7 +320,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--terms-per-doc", type=int, default=300)
-    parser.add_argument("--dim", type=int, default=1024, help="vector dimension: the vocabulary has 2*dim terms")
+    parser.add_argument(
+        "--dim", type=int, default=1024, help="vector dimension: the vocabulary has 2*dim terms"
+    )
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--query-terms", type=int, default=200)
     parser.add_argument("--k", type=int, default=100, help="hits per query")
@@ -331,20 +345,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown backends: {', '.join(sorted(unknown))}")
     started = time.perf_counter()
-    print(f"generating {args.docs} documents x {args.terms_per_doc} terms, {args.queries} queries ...", flush=True)
-    corpus = SyntheticSurrogateCorpus(args.docs, args.terms_per_doc, args.dim, args.queries, args.query_terms, args.seed)
+    print(
+        f"generating {args.docs} documents x {args.terms_per_doc} terms, {args.queries} queries ...",
+        flush=True,
+    )
+    corpus = SyntheticSurrogateCorpus(
+        args.docs, args.terms_per_doc, args.dim, args.queries, args.query_terms, args.seed
+    )
     queries = corpus.query_list()
     exact = corpus.exact_scores(range(min(args.verify, args.queries)))
     results: dict[str, Any] = {
         "benchmark": "index",
-        "command": "python benchmarks/bench_index.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("json_out", "workdir") and v
+        "command": "python benchmarks/bench_index.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if k not in ("json_out", "workdir") and v
         ),
         "machine": machine_info(),
         "corpus": {
-            "docs": args.docs, "terms_per_doc": args.terms_per_doc, "vocabulary": len(corpus.vocab),
-            "queries": args.queries, "query_terms": args.query_terms, "k": args.k, "seed": args.seed,
-            "tf_mean": round(float(corpus.tfs.mean()), 1), "tf_max": int(corpus.tfs.max()),
+            "docs": args.docs,
+            "terms_per_doc": args.terms_per_doc,
+            "vocabulary": len(corpus.vocab),
+            "queries": args.queries,
+            "query_terms": args.query_terms,
+            "k": args.k,
+            "seed": args.seed,
+            "tf_mean": round(float(corpus.tfs.mean()), 1),
+            "tf_max": int(corpus.tfs.max()),
         },
     }
     hits: dict[str, list[list[IndexHit]]] = {}

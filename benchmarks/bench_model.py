@@ -14,8 +14,7 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -28,24 +27,10 @@ from teran_es.model.loss import contrastive_loss
 from teran_es.model.teran import TERAN, count_parameters
 from teran_es.model.textual import load_text_backbone
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_info  # noqa: E402  (benchmarks/common.py)
+
 WORDS = "a man woman dog cat red blue car street grass ball riding sitting on the with of in near two small".split()
-
-
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "device": str(device),
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-    if device.type == "cuda":
-        info["cuda_device"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def bert_base_6_layers() -> transformers.BertConfig:
@@ -207,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     results: dict = {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(device),
+        "machine": machine_info(device=str(device), transformers=transformers.__version__),
         "args": vars(args),
     }
     if args.what in ("all", "params"):

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-import teran_es
 from teran_es.store import FeatureStore
 from teran_es.store.shard import shard_file_name
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_info  # noqa: E402  (benchmarks/common.py)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "store.json"
 
@@ -175,30 +176,6 @@ def bench_parquet_vs_ipc(data: SyntheticRegions, args: argparse.Namespace, workd
     return result
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_gib": round(memory_gb, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-        "torch": torch.__version__,
-        "teran_es": teran_es.__version__,
-        # The benchmark machine may be shared: a load above the core count means noisy timings.
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -224,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = SyntheticRegions(args.images, args.regions, args.dim)
     report: dict[str, Any] = {
         "benchmark": "store",
-        "machine": machine_info(),
+        "machine": machine_info(pyarrow=pa.__version__),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "dtypes": {},
     }

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +30,9 @@ import scipy.sparse as sp
 
 from teran_es.config import QuantizerConfig
 from teran_es.surrogate import SparseEncoding, SurrogateTextEncoder, crelu
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_info  # noqa: E402  (benchmarks/common.py)
 
 TOP_K = 10
 
@@ -235,23 +236,6 @@ def dense_ceiling_rows(
     return rows
 
 
-def machine_info() -> dict:
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        lines = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        model = lines[0].split(":", 1)[1].strip() if lines else ""
-    return {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "cpu": model or platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-    }
-
-
 def format_table(rows: list[dict], cs: list[int]) -> str:
     header = (
         f"{'pooling':7} {'sparsify':8} {'g':>3} {'doc_g':>5} {'query':8} {'q_g':>3} {'Q':>5} "
@@ -307,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "benchmark": "surrogate first-stage recall of exact MrSw top-10",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": machine_info(),
+        "machine": machine_info(scipy=scipy.__version__),
         "data": {"target_in_exact_top10": float((target_rank < TOP_K).mean())},
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
