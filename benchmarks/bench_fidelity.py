@@ -27,7 +27,7 @@ from common import machine_info, write_results  # noqa: E402
 
 from teran_es.config import load_config  # noqa: E402
 from teran_es.features.columnar import ColumnarReader  # noqa: E402
-from teran_es.features.synthetic import make_synthetic_dataset  # noqa: E402
+from teran_es.features.synthetic import make_synthetic_dataset, tiny_model_overrides  # noqa: E402
 from teran_es.index.embedded import EmbeddedIndex  # noqa: E402
 from teran_es.indexer import Ingestor  # noqa: E402
 from teran_es.model.checkpoint import load_checkpoint  # noqa: E402
@@ -39,17 +39,7 @@ def tiny_config(root: Path, data, epochs: int):
     return load_config(
         None,
         [
-            "model.region_feature_dim=32",
-            "model.visual_layers=1",
-            "model.visual_heads=2",
-            "model.visual_ff_dim=64",
-            f"model.text_backbone={data.text_backbone}",
-            "model.text_layers=2",
-            "model.max_words=32",
-            "model.embed_dim=32",
-            "model.reasoning_layers=1",
-            "model.reasoning_heads=2",
-            "model.reasoning_ff_dim=64",
+            *tiny_model_overrides(data.text_backbone),
             f"train.epochs={epochs}",
             "train.batch_size=40",
             "train.lr=1e-3",

@@ -45,6 +45,8 @@ class DemoResult:
 
 def synthetic_demo_config(root: Path) -> PipelineConfig:
     """A tiny TERAN on seeded synthetic data: trains in about half a minute on a CPU."""
+    from teran_es.features.synthetic import tiny_model_overrides
+
     data = root / "data"
     return load_config(
         None,
@@ -52,17 +54,7 @@ def synthetic_demo_config(root: Path) -> PipelineConfig:
             "name=demo-synthetic",
             f"workdir={root / 'work'}",
             f"checkpoint={root / 'train' / 'best'}",
-            "model.region_feature_dim=32",
-            "model.visual_layers=1",
-            "model.visual_heads=2",
-            "model.visual_ff_dim=64",
-            f"model.text_backbone={data / 'text-backbone'}",
-            "model.text_layers=2",
-            "model.max_words=32",
-            "model.embed_dim=32",
-            "model.reasoning_layers=1",
-            "model.reasoning_heads=2",
-            "model.reasoning_ff_dim=64",
+            *tiny_model_overrides(data / "text-backbone"),
             "train.epochs=3",
             "train.batch_size=40",
             "train.lr=1e-3",

@@ -37,20 +37,11 @@ def tiny_pipeline(synthetic_dataset, tmp_path):
     """Factory: a PipelineConfig for a tiny TERAN on ``synthetic_dataset``, training into a
     fresh directory under tmp_path; ``overrides`` are ``section.field=value`` strings."""
     from teran_es.config import load_config
+    from teran_es.features.synthetic import tiny_model_overrides
 
     def make(*overrides: str, output_dir=None):
         base = [
-            "model.region_feature_dim=32",
-            "model.visual_layers=1",
-            "model.visual_heads=2",
-            "model.visual_ff_dim=64",
-            f"model.text_backbone={synthetic_dataset.text_backbone}",
-            "model.text_layers=2",
-            "model.max_words=32",
-            "model.embed_dim=32",
-            "model.reasoning_layers=1",
-            "model.reasoning_heads=2",
-            "model.reasoning_ff_dim=64",
+            *tiny_model_overrides(synthetic_dataset.text_backbone),
             "train.epochs=1",
             "train.batch_size=20",
             "train.lr=1e-3",

@@ -155,3 +155,21 @@ def make_synthetic_dataset(
             out / TEXT_BACKBONE_DIR, synthetic_vocabulary(), hidden_size=text_hidden_size, seed=seed
         )
     return SyntheticDataset(out / DATA_FILE, backbone, counts)
+
+
+def tiny_model_overrides(text_backbone: str | os.PathLike[str], feature_dim: int = 32) -> list[str]:
+    """``section.field=value`` settings of a tiny TERAN for the synthetic data (tests, demo,
+    benchmarks): one visual and one reasoning layer, 32-d everything, the tiny text backbone."""
+    return [
+        f"model.region_feature_dim={feature_dim}",
+        "model.visual_layers=1",
+        "model.visual_heads=2",
+        "model.visual_ff_dim=64",
+        f"model.text_backbone={text_backbone}",
+        "model.text_layers=2",
+        "model.max_words=32",
+        "model.embed_dim=32",
+        "model.reasoning_layers=1",
+        "model.reasoning_heads=2",
+        "model.reasoning_ff_dim=64",
+    ]

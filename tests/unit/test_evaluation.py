@@ -13,15 +13,6 @@ from teran_es.evaluation import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def brute_force_ranks(scores, owners):
     """Reference: a stable sort by descending score per query (ties: lower index first)."""
     n_images, n_captions = scores.shape

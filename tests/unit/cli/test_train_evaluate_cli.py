@@ -5,22 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
 from click.testing import CliRunner
 
 from teran_es.cli import cli
 
 TINY_PIPELINE = Path(__file__).resolve().parents[3] / "pipelines" / "synthetic-tiny.toml"
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def invoke(*args: str):
