@@ -16,6 +16,7 @@ import os
 import re
 import tomllib
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,12 +309,24 @@ def config_to_dict(config: PipelineConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def url_without_credentials(url: str) -> str:
+    """``url`` without a ``user:password@`` part (the client accepts one; a saved file must not hold it)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
 def save_config(config: PipelineConfig, path: str | os.PathLike[str]) -> Path:
-    """Write the resolved config as TOML (next to the artifact it produced)."""
+    """Write the resolved config as TOML (next to the artifact it produced). Credentials written
+    into the Elasticsearch URL are left out: they come from the environment on the next run."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    data = config_to_dict(config)
+    data["elasticsearch"]["url"] = url_without_credentials(data["elasticsearch"]["url"])
     tmp = p.with_suffix(p.suffix + ".tmp")
     with tmp.open("wb") as fh:
-        tomli_w.dump(config_to_dict(config), fh)
+        tomli_w.dump(data, fh)
     tmp.replace(p)
     return p

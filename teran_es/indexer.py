@@ -13,6 +13,9 @@ The work directory of a pipeline holds everything one collection needs::
     <workdir>/store/            region embeddings for the exact rerank
     <workdir>/index/            the embedded index (or the Elasticsearch index named in the config)
     <workdir>/skipped.jsonl     items that could not be ingested, with the reason
+    <workdir>/dead-letter.jsonl documents the index rejected (Elasticsearch; the embedded
+                                index keeps its own in <index>/); ``Ingestor.retry_failed``
+                                (``teran-es ingest --retry-failed``) indexes them again
 
 Order of writes per batch: feature store first, index second. An interrupted ingest is
 resumed by running it again: ids present in both are skipped, ids stored but not yet
@@ -27,6 +30,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,7 +40,7 @@ from teran_es.encoding import encode_image_records
 from teran_es.features.images import ImageDecodeError
 from teran_es.features.pixels import ImageFile
 from teran_es.features.records import ImageRecord, RecordError, validate_record
-from teran_es.index import Index, SurrogateDocument, open_index
+from teran_es.index import Index, SurrogateDocument, dead_letter_path, open_index
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
 from teran_es.rerank import resolve_device
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 
 QUANTIZER_FILE = "quantizer.npz"
 SKIPPED_FILE = "skipped.jsonl"
+# A dead-letter file being retried is moved aside under this suffix until the retry is done.
+RETRYING_SUFFIX = ".retrying"
 
 
 @dataclass
@@ -72,6 +78,30 @@ class IngestReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class RetryReport:
+    """What ``Ingestor.retry_failed`` did with the dead-letter file."""
+
+    records: int = 0  # lines read from the dead-letter file
+    unreadable_lines: int = 0  # lines that were not JSON (a write cut short): dropped, with a warning
+    images: int = 0  # distinct images those documents belong to
+    indexed: int = 0
+    failed: int = 0  # rejected again: written to the dead-letter file anew
+    not_in_store: list[str] = field(default_factory=list)  # kept in the dead-letter file: re-ingest their source
+    dead_letter_path: str | None = None
+    total_in_index: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Shown(NamedTuple):
+    """What a hit shows of an image whose source record is not at hand (a retried document)."""
+
+    path: str | None
+    captions: list[str]
 
 
 class Artifacts:
@@ -222,7 +252,11 @@ class Ingestor:
         save_config(self.config, self.paths.config)
 
     def _documents(
-        self, ids: list[str], regions: np.ndarray, mask: np.ndarray, records: dict[str, ImageRecord]
+        self,
+        ids: list[str],
+        regions: np.ndarray,
+        mask: np.ndarray,
+        records: dict[str, ImageRecord] | dict[str, _Shown],
     ) -> list[SurrogateDocument]:
         assert self.quantizer is not None
         batch = self.quantizer.encode_images(regions, mask)
@@ -329,7 +363,9 @@ class Ingestor:
         regions, mask = self.store.get_many(ids)
         self._fit_quantizer(regions.numpy(), mask.numpy())
 
-    def _index(self, records: dict[str, ImageRecord], report: IngestReport, chunk: int = 512) -> None:
+    def _index(
+        self, records: dict[str, ImageRecord] | dict[str, _Shown], report: IngestReport, chunk: int = 512
+    ) -> None:
         ids = list(records)
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
@@ -346,6 +382,78 @@ class Ingestor:
             )
             if result.dead_letter_path:
                 report.dead_letter_path = result.dead_letter_path
+
+    # -- the dead-letter file ------------------------------------------------------------
+
+    def retry_failed(self) -> RetryReport:
+        """Index again the images whose documents the dead-letter file holds.
+
+        Their documents are rebuilt from the feature store with the pipeline's quantizer (what
+        a fresh ingest would send), so the source is not needed. The file is first moved aside
+        to ``<name>.retrying``: documents rejected again go to a new dead-letter file, and the
+        moved one is deleted only once the retry has finished. An interrupted retry (server
+        down) leaves it in place for the next retry, which reads both.
+        """
+        report = RetryReport()
+        live = dead_letter_path(self.config)
+        aside = live.with_name(live.name + RETRYING_SUFFIX)
+        report.dead_letter_path = str(live)
+        if live.exists():
+            if aside.exists():
+                ends_cleanly = aside.read_bytes().endswith(b"\n") or aside.stat().st_size == 0
+                with aside.open("a", encoding="utf-8") as out:
+                    out.write(("" if ends_cleanly else "\n") + live.read_text(encoding="utf-8"))
+                live.unlink()
+            else:
+                live.replace(aside)
+        if not aside.exists():
+            return report
+        if self.quantizer is None:
+            raise ValueError(f"{aside} names failed documents, but pipeline {self.config.name!r} has no quantizer yet")
+        wanted: dict[str, _Shown] = {}
+        records_of: dict[str, list[str]] = {}
+        for line in aside.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                document = record.get("document") or {}
+                image_id = self._image_id_of_failed(str(record["id"]), document)
+            except (ValueError, KeyError, TypeError, AttributeError):  # JSONDecodeError is a ValueError
+                report.unreadable_lines += 1
+                continue
+            report.records += 1
+            caption = document.get("caption")
+            wanted.setdefault(image_id, _Shown(document.get("path"), [caption] if caption else []))
+            records_of.setdefault(image_id, []).append(line)
+        if report.unreadable_lines:
+            log.warning("%d lines of %s are not JSON records; dropped", report.unreadable_lines, aside)
+        report.images = len(wanted)
+        stored = self.store.contains(wanted)
+        report.not_in_store = sorted(set(wanted) - stored)
+        if report.not_in_store:
+            # Nothing to rebuild them from: keep their records for a re-run of the ingest of their source.
+            live.parent.mkdir(parents=True, exist_ok=True)
+            with live.open("a", encoding="utf-8") as out:
+                for image_id in report.not_in_store:
+                    # dict.fromkeys: a record read from both files (an interrupted retry) is kept once.
+                    out.write("".join(line + "\n" for line in dict.fromkeys(records_of[image_id])))
+        indexed = IngestReport()
+        self._index({i: wanted[i] for i in wanted if i in stored}, indexed)
+        index = self._open_index()
+        index.refresh()
+        report.indexed, report.failed = indexed.indexed, indexed.index_failed
+        report.total_in_index = index.count()
+        aside.unlink()
+        return report
+
+    def _image_id_of_failed(self, doc_id: str, document: dict) -> str:
+        metadata = document.get("metadata") or {}
+        if metadata.get("image_id"):
+            return str(metadata["image_id"])
+        if self.config.quantizer.pooling == "region":
+            return parse_region_document_id(doc_id)[0]
+        return doc_id
 
     def close(self) -> None:
         self.store.close()

@@ -38,3 +38,9 @@ def load_pipeline(pipeline_path: str | None, overrides: tuple[str, ...]) -> Pipe
 def emit_json(payload: Any) -> None:
     json.dump(payload, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
+
+
+def os_error_message(exc: OSError) -> str:
+    """``strerror (path)`` of a system error, e.g. "No space left on device (/data/work/store)"."""
+    path = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{path}"

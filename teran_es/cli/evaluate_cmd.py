@@ -1,4 +1,5 @@
-"""``teran-es evaluate``: Recall@K in both directions of a checkpoint on one split."""
+"""``teran-es evaluate``: Recall@K in both directions of a checkpoint on one split, by the
+exact scan and, with ``--candidates``, through the search pipeline (index recall + rerank)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,16 @@ from teran_es.cli.common import emit_json, json_option
     "data_path",
     type=click.Path(exists=True),
     default=None,
-    help="Parquet file or directory, or a bottom-up root (default: the checkpoint's data.path).",
+    help="Parquet file or directory, a bottom-up root, or an OpenMoji collection (default: the checkpoint's data.path).",
 )
 @click.option(
     "--format",
     "data_format",
-    type=click.Choice(["auto", "parquet", "bottom-up"]),
+    type=click.Choice(["auto", "parquet", "bottom-up", "openmoji"]),
     default="auto",
     show_default=True,
-    help="Data format; auto = bottom-up when the directory has bu_att/, else parquet.",
+    help="Data format; auto = the checkpoint's own for a model with an image front end, else "
+    "bottom-up when the directory has bu_att/, else parquet.",
 )
 @click.option("--split", default="test", show_default=True, help="Split to evaluate on.")
 @click.option(
@@ -43,6 +45,26 @@ from teran_es.cli.common import emit_json, json_option
     "--threads", type=int, default=0, show_default=True, help="torch CPU threads (0 = torch's default)."
 )
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True)
+@click.option(
+    "--candidates",
+    type=click.IntRange(min=1),
+    multiple=True,
+    help="Also search the split through the pipeline: surrogate-text recall of this many candidates, "
+    "then the exact rerank (repeatable, e.g. --candidates 100 --candidates 1000).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["embedded", "elasticsearch"]),
+    default="embedded",
+    show_default=True,
+    help="Index backend for --candidates.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Work directory for --candidates (default: <cache>/evaluate/<model>-<split>-<backend>).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
 @json_option
 def evaluate(
@@ -56,6 +78,9 @@ def evaluate(
     batch_size: int,
     threads: int,
     on_error: str,
+    candidates: tuple[int, ...],
+    backend: str,
+    workdir: str | None,
     no_progress: bool,
     as_json: bool,
 ) -> None:
@@ -70,21 +95,49 @@ def evaluate(
 
         torch.set_num_threads(threads)
     try:
-        model, pipeline, _meta = load_checkpoint(checkpoint, resolve_device(device))
-        data = dataclasses.replace(pipeline.data, format=data_format)
+        model, pipeline, meta = load_checkpoint(checkpoint, resolve_device(device))
+        frontend = model.frontend is not None
+        # a model with a front end reads images as its training did; "auto" keeps that format
+        fmt = pipeline.data.format if data_format == "auto" and frontend else data_format
+        data = dataclasses.replace(pipeline.data, format=fmt)
         if data_path is not None:
             data.path = data_path
         image_set = open_image_set(
-            data, split, limit=limit, on_error=on_error, feature_dim=model.config.region_feature_dim
+            data,
+            split,
+            limit=limit,
+            on_error=on_error,
+            feature_dim=model.config.region_feature_dim,
+            image_size=model.config.image_size if frontend else None,
         )
         metrics = evaluate_model(
             model, image_set, protocol=protocol, batch_size=batch_size, progress=not no_progress
         )
+        searched = None
+        if candidates:
+            from pathlib import Path
+
+            from teran_es.config import default_cache_dir
+            from teran_es.search_evaluation import evaluate_search_pipeline
+
+            pipeline.index.backend = backend
+            pipeline.search.device = device
+            name = f"{str(meta.get('fingerprint', 'model'))[:12]}-{split}-{backend}"
+            searched = evaluate_search_pipeline(
+                model,
+                image_set,
+                pipeline,
+                Path(workdir) if workdir else default_cache_dir() / "evaluate" / name,
+                candidates=sorted(set(candidates)),
+                progress=not no_progress,
+            )
     except (CheckpointError, RecordError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     n_images, n_captions = metrics["n_images"] // metrics["folds"], metrics["n_captions"] // metrics["folds"]
     chance = chance_recall(n_images, n_captions, n_captions / max(1, n_images))
     payload = {"checkpoint": checkpoint, "data": data.path, "split": split, **metrics, "chance": chance}
+    if searched is not None:
+        payload["pipeline"] = searched
     if as_json:
         emit_json(payload)
         return
@@ -101,3 +154,14 @@ def evaluate(
         )
         click.echo(f"{label:36s} {values}")
     click.echo(f"RSUM {metrics['rsum']:.2f}")
+    if searched is not None:
+        click.echo(
+            f"image retrieval through the search pipeline ({searched['ingest']['backend']} backend, "
+            f"{searched['queries']} queries):"
+        )
+        rows = [("exact scan", searched["exact"])]
+        rows += [(f"recall {n} + rerank", values) for n, values in searched["candidates"].items()]
+        for label, values in rows:
+            recalls = "  ".join(f"R@{k} {values[f't2i_r{k}']:6.2f}" for k in (1, 5, 10))
+            fidelity = f"  top-10 overlap with exact {values['fidelity_at_10']:.3f}" if "fidelity_at_10" in values else ""
+            click.echo(f"  {label:22s} {recalls}{fidelity}")

@@ -7,19 +7,32 @@ import sys
 
 import click
 
-from teran_es.cli.common import emit_json, json_option, load_pipeline, pipeline_option, set_option
+from teran_es.cli.common import (
+    emit_json,
+    json_option,
+    load_pipeline,
+    os_error_message,
+    pipeline_option,
+    set_option,
+)
 
 
 @click.command()
-@click.argument("source", type=click.Path(exists=True))
+@click.argument("source", type=click.Path(exists=True), required=False)
 @pipeline_option
 @set_option
 @click.option("--checkpoint", default=None, help="Trained model directory (overrides the pipeline's).")
 @click.option("--backend", type=click.Choice(["embedded", "elasticsearch"]), default=None, help="Index backend.")
 @click.option("--split", default=None, help="Only this split of the source (default: all of it).")
 @click.option("--batch-size", default=64, show_default=True, help="Images encoded per batch.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Instead of a SOURCE: index again the documents the index rejected (the dead-letter file), "
+    "rebuilt from the feature store.",
+)
 @json_option
-def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_size, as_json):
+def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_size, retry_failed, as_json):
     """Ingest SOURCE: encode, store, quantize, index.
 
     SOURCE is Parquet region features, a bottom-up folder, a folder of images (ids are the
@@ -28,6 +41,8 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     Images that do not decode are skipped and listed in <workdir>/skipped.jsonl.
 
     Re-running the same command resumes: what is already stored and indexed is skipped.
+    Documents the index rejects (after retries with backoff) are written to a dead-letter
+    file; `--retry-failed` indexes them again and removes the file once that is done.
     """
     from tqdm import tqdm
 
@@ -35,8 +50,11 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     from teran_es.features.sources import UnsupportedSourceError, iter_source_records
     from teran_es.index import IndexError_
     from teran_es.indexer import Ingestor
+    from teran_es.model.checkpoint import CheckpointError
     from teran_es.store import StoreError
 
+    if retry_failed == (source is not None):
+        raise click.UsageError("give a SOURCE to ingest, or --retry-failed (not both)")
     config = load_pipeline(pipeline_path, overrides)
     if checkpoint:
         config.checkpoint = checkpoint
@@ -47,6 +65,13 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     try:
         ingestor = Ingestor(config)
+        if retry_failed:
+            try:
+                retried = ingestor.retry_failed()
+            finally:
+                ingestor.close()
+            _report_retry(config, retried, as_json)
+            return
         records = iter_source_records(
             source,
             split=split,
@@ -58,8 +83,23 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
                 report = ingestor.ingest(records, batch_size=batch_size, progress=bar)
             finally:
                 ingestor.close()
-    except (UnsupportedSourceError, ExtractorError, FileNotFoundError, ValueError, IndexError_, StoreError) as exc:
+    except (
+        UnsupportedSourceError,
+        ExtractorError,
+        FileNotFoundError,
+        ValueError,
+        IndexError_,
+        StoreError,
+        CheckpointError,
+    ) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        # A full disk or a read-only directory: what was committed stays, and the same command resumes.
+        raise click.ClickException(
+            f"ingest stopped: {os_error_message(exc)}. Check that the work directory "
+            f"{config.resolved_workdir()} is writable and has free space, then run the same command "
+            "again: it resumes where it stopped."
+        ) from None
     payload = {"workdir": str(config.resolved_workdir()), "backend": config.index.backend, **report.to_dict()}
     if as_json:
         emit_json(payload)
@@ -73,3 +113,23 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
             click.echo(f"{report.skipped_bad} bad items were skipped; reasons in {ingestor.paths.skipped}")
         if report.dead_letter_path:
             click.echo(f"failed documents were written to {report.dead_letter_path}")
+
+
+def _report_retry(config, retried, as_json: bool) -> None:
+    if as_json:
+        emit_json({"workdir": str(config.resolved_workdir()), "backend": config.index.backend, **retried.to_dict()})
+        return
+    if not retried.records:
+        click.echo(f"nothing to retry: no failed documents in {retried.dead_letter_path}")
+        return
+    click.echo(
+        f"retried {retried.images} images ({retried.records} failed documents): {retried.indexed} indexed, "
+        f"{retried.failed} failed again; index holds {retried.total_in_index} documents"
+    )
+    if retried.not_in_store:
+        click.echo(
+            f"{len(retried.not_in_store)} images are not in the feature store (e.g. {retried.not_in_store[0]!r}): "
+            "ingest their source again"
+        )
+    if retried.failed or retried.not_in_store:
+        click.echo(f"what still fails is in {retried.dead_letter_path}")

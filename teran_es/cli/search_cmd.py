@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from teran_es.cli.common import emit_json, json_option, load_pipeline, pipeline_option, set_option
+from teran_es.cli.common import (
+    emit_json,
+    json_option,
+    load_pipeline,
+    os_error_message,
+    pipeline_option,
+    set_option,
+)
 
 
 @click.command()
@@ -21,6 +28,7 @@ from teran_es.cli.common import emit_json, json_option, load_pipeline, pipeline_
 def search(query, pipeline_path, overrides, checkpoint, k, candidates, backend, exact, device, as_json):
     """Search the ingested collection for QUERY."""
     from teran_es.index import IndexError_
+    from teran_es.model.checkpoint import CheckpointError
     from teran_es.searcher import QueryError, Searcher
     from teran_es.store import StoreError
 
@@ -38,8 +46,10 @@ def search(query, pipeline_path, overrides, checkpoint, k, candidates, backend, 
             searcher.close()
     except QueryError as exc:
         raise click.UsageError(str(exc)) from None
-    except (FileNotFoundError, ValueError, IndexError_, StoreError) as exc:
+    except (FileNotFoundError, ValueError, IndexError_, StoreError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the collection: {os_error_message(exc)}") from None
     if as_json:
         emit_json(result.to_dict())
         return

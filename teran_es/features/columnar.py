@@ -189,6 +189,7 @@ class ColumnarReader:
             missing = [c for c in REQUIRED_COLUMNS if c not in names]
             if missing:
                 raise RecordError(str(file), None, f"not a teran-es feature file: missing columns {missing}")
+            _check_column_types(file, pq.read_schema(file))
 
     def splits(self) -> dict[str, int]:
         """Rows per split (reads only the ``split`` column)."""
@@ -270,6 +271,21 @@ class ColumnarReader:
                 )
 
             yield load
+
+
+def _check_column_types(file: Path, schema: pa.Schema) -> None:
+    """Numbers where numbers belong: other numeric types are converted when read (float64 to
+    float32, say), but text or a scalar where a list is expected is refused, naming the column."""
+    for name in ("features", "boxes"):
+        kind = schema.field(name).type
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not (
+            pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)
+        ):
+            raise RecordError(str(file), None, f"column {name!r} is {kind}, expected a list of numbers (list<float32>)")
+    for name in ("n_regions", "feature_dim"):
+        kind = schema.field(name).type
+        if not pa.types.is_integer(kind):
+            raise RecordError(str(file), None, f"column {name!r} is {kind}, expected an integer (int32)")
 
 
 def _group_may_hold(parquet: pq.ParquetFile, group: int, column: int, split: str) -> bool:

@@ -58,7 +58,12 @@ def load_image(path: str | os.PathLike[str], size: int | None = None) -> np.ndar
         raise ImageDecodeError(p, "not an image PIL can decode") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageDecodeError(p, "image too large (decompression bomb guard)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:
+            # The system refused the read (permissions, a directory, an I/O error): not the image's fault.
+            raise ImageDecodeError(p, f"cannot read: {exc.strerror or exc}") from None
+        raise ImageDecodeError(p, f"truncated or corrupt image: {exc}") from None
+    except (SyntaxError, ValueError) as exc:
         raise ImageDecodeError(p, f"truncated or corrupt image: {exc}") from None
 
 

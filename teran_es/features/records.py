@@ -100,6 +100,9 @@ def validate_record(
         raise RecordError(
             source, image_id, f"boxes have shape {boxes.shape}, expected ({features.shape[0]}, 4)"
         )
+    # Checked as float32, the type they are used in: a float64 of 1e300 becomes Inf there.
+    with np.errstate(over="ignore"):
+        features = np.asarray(features, dtype=np.float32)
     if not np.isfinite(features).all():
         raise RecordError(source, image_id, "features contain NaN or Inf")
     if not np.isfinite(boxes).all():

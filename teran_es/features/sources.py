@@ -10,7 +10,12 @@ from pathlib import Path
 
 from teran_es.features.bottom_up import BottomUpReader
 from teran_es.features.columnar import ColumnarReader
-from teran_es.features.pixels import ImageFile, is_openmoji_collection, iter_folder_images, iter_openmoji_images
+from teran_es.features.pixels import (
+    ImageFile,
+    is_openmoji_collection,
+    iter_folder_images,
+    iter_openmoji_images,
+)
 from teran_es.features.records import ImageRecord, RecordError
 
 

@@ -29,11 +29,23 @@ __all__ = [
     "SurrogateDocument",
     "open_index",
     "embedded_index_path",
+    "dead_letter_path",
 ]
 
 
 def embedded_index_path(config: PipelineConfig) -> Path:
     return Path(config.index.path) if config.index.path else config.resolved_workdir() / "index"
+
+
+def dead_letter_path(config: PipelineConfig) -> Path:
+    """Where the pipeline's index writes the documents it could not index (JSON lines)."""
+    if config.index.backend == "embedded":
+        from teran_es.index.embedded import DEAD_LETTER
+
+        return embedded_index_path(config) / DEAD_LETTER
+    if config.elasticsearch.dead_letter_path:
+        return Path(config.elasticsearch.dead_letter_path)
+    return config.resolved_workdir() / "dead-letter.jsonl"
 
 
 def open_index(
@@ -56,8 +68,11 @@ def open_index(
     if backend == "elasticsearch":
         from teran_es.index.elastic import ElasticIndex
 
-        dead_letter = config.elasticsearch.dead_letter_path or str(config.resolved_workdir() / "dead-letter.jsonl")
         return ElasticIndex.open(
-            config.elasticsearch, config.resolved_index_name(), create=create, meta=meta, dead_letter_path=dead_letter
+            config.elasticsearch,
+            config.resolved_index_name(),
+            create=create,
+            meta=meta,
+            dead_letter_path=dead_letter_path(config),
         )
     raise ValueError(f"unknown index backend {backend!r} (use 'embedded' or 'elasticsearch')")

@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 CLIENT_VERSION: str = elasticsearch.__versionstr__
 # Ids per mget request in ``existing_ids``.
 MGET_BATCH = 1000
+# Statuses the client's transport retries on its own for bulk requests: its default without 429
+# (Too Many Requests), which ``streaming_bulk`` retries with backoff instead.
+TRANSPORT_RETRY_STATUSES = (502, 503, 504)
 
 
 def _major(version: str) -> int:
@@ -200,7 +203,9 @@ class ElasticIndex:
         try:
             with self._translated("indexing documents"):
                 for ok, item in helpers.streaming_bulk(
-                    self._client,
+                    # 429 is retried by the helper only, after its capped backoff: the transport
+                    # would otherwise resend a rejected bulk request at once, three more times.
+                    self._client.options(retry_on_status=TRANSPORT_RETRY_STATUSES),
                     actions(),
                     chunk_size=self._config.bulk_chunk_docs,
                     max_chunk_bytes=self._config.bulk_chunk_bytes,
@@ -386,8 +391,8 @@ def translated_errors(action: str, where: str, index: str | None = None) -> Iter
         ) from exc
     except elasticsearch.AuthenticationException as exc:
         raise IndexUnavailableError(
-            f"Elasticsearch at {where} refused the credentials while {action} (401). Set ELASTICSEARCH_API_KEY, "
-            "or ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD, to valid credentials."
+            f"Elasticsearch at {where} refused the credentials while {action}: authentication failed (401). "
+            "Set ELASTICSEARCH_API_KEY, or ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD, to valid credentials."
         ) from exc
     except elasticsearch.AuthorizationException as exc:
         raise IndexUnavailableError(

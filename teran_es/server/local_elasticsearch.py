@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -374,6 +374,10 @@ def _cluster_health(url: str, timeout: float = 5.0) -> str | None:
     return body.get("status") if body else None
 
 
+def _healthy(url: str) -> bool:
+    return _cluster_health(url, timeout=2.0) in ("yellow", "green")
+
+
 def server_version(url: str, timeout: float = 5.0) -> str | None:
     """The version the server reports (``GET /`` is not served by this minimal distribution)."""
     body = http_get_json(f"{url}/_nodes/_local?filter_path=nodes.*.version", timeout=timeout)
@@ -486,7 +490,13 @@ def _heap_options(heap: str) -> str:
     return f"-Xms{min_heap} -Xmx{heap}"
 
 
-def _server_settings(paths: ServerPaths, version: str, http_port: int, transport_port: int) -> list[str]:
+def _server_settings(
+    paths: ServerPaths,
+    version: str,
+    http_port: int,
+    transport_port: int,
+    extra: Mapping[str, str] | None = None,
+) -> list[str]:
     settings = {
         "cluster.name": "teran-es-local",
         "node.name": "teran-es-local",
@@ -501,6 +511,7 @@ def _server_settings(paths: ServerPaths, version: str, http_port: int, transport
         "cluster.routing.allocation.disk.threshold_enabled": "false",
         "action.destructive_requires_name": "true",
     }
+    settings.update(extra or {})
     args: list[str] = []
     for key, value in settings.items():
         args += ["-E", f"{key}={value}"]
@@ -514,8 +525,21 @@ def start(
     cache_dir: str | os.PathLike[str] | None = None,
     timeout: float = DEFAULT_START_TIMEOUT,
     log: Callable[[str], None] = print,
+    *,
+    settings: Mapping[str, str] | None = None,
+    config_dir: str | os.PathLike[str] | None = None,
+    ready: Callable[[str], bool] | None = None,
 ) -> tuple[ServerState, bool]:
-    """Start the local server (or find it running). Returns its state and whether it was started now."""
+    """Start the local server (or find it running). Returns its state and whether it was started now.
+
+    The defaults give the plain development server. For a server with security on (tests):
+    ``settings`` are extra ``-E`` settings that override the defaults; ``config_dir`` becomes
+    ES_PATH_CONF (a config directory of its own, holding keystore, users and certificates,
+    so the shared distribution is left alone); ``ready(url)`` replaces the anonymous health
+    check, which such a server answers with 401. The URL is https:// when
+    ``xpack.security.http.ssl.enabled`` is true. ``status`` probes anonymously, so it reports
+    such a server as not answering.
+    """
     paths = server_paths(cache_dir)
     with _locked(paths):
         current = status(cache_dir)
@@ -540,9 +564,11 @@ def start(
 
         env = dict(os.environ)
         env.update(ES_JAVA_HOME=java.path, ES_JAVA_OPTS=heap_opts, ES_TMPDIR=str(paths.tmp))
-        env.pop("ES_PATH_CONF", None)  # use the distribution's own config directory
+        env.pop("ES_PATH_CONF", None)  # use the distribution's own config directory ...
+        if config_dir is not None:
+            env["ES_PATH_CONF"] = str(Path(config_dir).absolute())  # ... unless given one
         cmd = [*_drop_root_prefix(), str(home / "bin" / "elasticsearch"),
-               *_server_settings(paths, version, http_port, transport_port)]
+               *_server_settings(paths, version, http_port, transport_port, settings)]
         log(f"starting Elasticsearch {version} (Java {java.version} from {java.source}) on 127.0.0.1:{http_port} ...")
         with open(paths.console_log, "ab") as console:
             console.write(f"\n=== teran-es start {_now()}: {' '.join(cmd)}\n".encode())
@@ -550,7 +576,9 @@ def start(
             # Own session: the server outlives the CLI and ignores the terminal's signals.
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                                     cwd=paths.logs, env=env, start_new_session=True)
-        url = f"http://127.0.0.1:{http_port}"
+        tls = str((settings or {}).get("xpack.security.http.ssl.enabled", "false")).lower() == "true"
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{http_port}"
+        is_ready = ready or _healthy
         state = ServerState(
             url=url, pid=proc.pid, pid_start_ticks=_process_start_ticks(proc.pid), version=version,
             java_home=java.path, java_version=java.version, home=str(home), data_dir=str(paths.data(version)),
@@ -564,7 +592,7 @@ def start(
                     f"Elasticsearch exited with code {proc.returncode} while starting. "
                     f"Last lines of {paths.console_log}:\n{log_tail(paths.console_log)}"
                 )
-            if _cluster_health(url, timeout=2.0) in ("yellow", "green"):
+            if is_ready(url):
                 break
             if time.monotonic() > deadline:
                 _terminate(proc.pid, state.pid_start_ticks, DEFAULT_STOP_TIMEOUT)

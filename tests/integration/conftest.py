@@ -85,3 +85,38 @@ def open_es_index(es_config, es_admin, tmp_path):
         index.close()
     for name in names:
         es_admin.indices.delete(index=name, ignore_unavailable=True)
+
+
+@pytest.fixture(scope="session")
+def server_cache_with_distribution():
+    """Function ``(directory) -> directory``: makes ``directory`` the cache of a second local
+    server, borrowing the unpacked distribution from the real cache by a symlink (so nothing
+    is downloaded). A second server can be killed, restarted or configured (security on)
+    without touching the session's server."""
+    from teran_es.server import local_elasticsearch as local
+
+    installed = local.server_paths().home(local.ELASTICSEARCH_VERSION)
+    if not (installed / "bin" / "elasticsearch").is_file():
+        message = f"Elasticsearch {local.ELASTICSEARCH_VERSION} is not unpacked in {installed.parent}"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+    def prepare(directory):
+        paths = local.server_paths(directory)
+        paths.dist.mkdir(parents=True)
+        (paths.dist / installed.name).symlink_to(installed, target_is_directory=True)
+        return directory
+
+    return prepare
+
+
+@pytest.fixture
+def private_server_cache(server_cache_with_distribution, tmp_path):
+    """The cache directory of a second local server for this test; whatever runs from it is
+    stopped at the end."""
+    from teran_es.server import local_elasticsearch as local
+
+    cache = server_cache_with_distribution(tmp_path / "server-cache")
+    yield cache
+    local.stop(cache)

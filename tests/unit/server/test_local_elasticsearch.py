@@ -97,6 +97,14 @@ def test_server_settings_keep_the_server_local_and_writable(tmp_path):
     assert (settings["http.port"], settings["transport.port"]) == ("19200", "19300")
 
 
+def test_extra_server_settings_override_the_defaults_for_a_secured_test_server(tmp_path):
+    extra = {"xpack.security.enabled": "true", "thread_pool.write.queue_size": "2"}
+    args = local._server_settings(local.server_paths(tmp_path), "9.5.4", 19200, 19300, extra)
+    settings = dict(a.split("=", 1) for a in args[1::2])
+    assert settings["xpack.security.enabled"] == "true" and settings["thread_pool.write.queue_size"] == "2"
+    assert settings["network.host"] == "127.0.0.1"  # still local
+
+
 def test_pid_alive_tells_running_dead_zombie_and_reused_pids_apart():
     me = os.getpid()
     assert local.pid_alive(me)
