@@ -74,3 +74,34 @@ def png_header():
         return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_quantizer():
+    """Overrides for the quantizer (and rerank device) the end-to-end tests use with tiny models."""
+    return ("quantizer.gamma=16", "quantizer.doc_gamma=64", "quantizer.sample_size=2000", "search.device=cpu")
+
+
+@pytest.fixture(scope="session")
+def ingest_tiny(synthetic_dataset):
+    """Function ``ingest_tiny(config, n=40)``: ingest the first ``n`` synthetic images with a
+    seeded random tiny TERAN as ``config`` says; returns ``(model, records, report)``."""
+
+    def run(config, n: int = 40, seed: int = 0):
+        import torch
+
+        from teran_es.features.columnar import ColumnarReader
+        from teran_es.indexer import Ingestor
+        from teran_es.model.teran import build_model
+
+        torch.manual_seed(seed)
+        model = build_model(config.model).eval()
+        records = list(ColumnarReader(synthetic_dataset.data_path).iter_records())[:n]
+        ingestor = Ingestor(config, model=model)
+        try:
+            report = ingestor.ingest(records)
+        finally:
+            ingestor.close()
+        return model, records, report
+
+    return run

@@ -30,15 +30,11 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from teran_es.config import ElasticsearchConfig, load_config, save_config
-from teran_es.features.columnar import ColumnarReader
 from teran_es.index import IndexUnavailableError, SurrogateDocument
 from teran_es.index.connection import NoElasticsearchError, resolve_connection
 from teran_es.index.elastic import ElasticIndex
-from teran_es.indexer import Ingestor
-from teran_es.model.teran import build_model
 from teran_es.searcher import Searcher
 from teran_es.server import local_elasticsearch as local
 
@@ -249,7 +245,7 @@ def test_wrong_credentials_are_refused_clearly_and_never_shown(secure_server, en
 
 
 def test_basic_auth_and_ca_from_the_environment_work_end_to_end(
-    secure_server, environment, admin, tiny_pipeline, synthetic_dataset, tmp_path, caplog
+    secure_server, environment, admin, tiny_pipeline, ingest_tiny, tiny_quantizer, tmp_path, caplog
 ):
     caplog.set_level(logging.DEBUG)
     environment(username="teran", password=secure_server.password, ca_certs=secure_server.ca)
@@ -260,19 +256,9 @@ def test_basic_auth_and_ca_from_the_environment_work_end_to_end(
         "index.backend=elasticsearch",
         f"index.name={name}",
         f"elasticsearch.url={secure_server.url}",
-        "quantizer.gamma=16",
-        "quantizer.doc_gamma=64",
-        "quantizer.sample_size=2000",
-        "search.device=cpu",
+        *tiny_quantizer,
     )
-    torch.manual_seed(0)
-    model = build_model(config.model).eval()
-    records = list(ColumnarReader(synthetic_dataset.data_path).iter_records())[:60]
-    ingestor = Ingestor(config, model=model)
-    try:
-        report = ingestor.ingest(records)
-    finally:
-        ingestor.close()
+    model, _, report = ingest_tiny(config, n=60)
     assert report.total_in_index == 60 and report.index_failed == 0
     searcher = Searcher.open(config, model=model)
     try:

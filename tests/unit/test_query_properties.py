@@ -23,12 +23,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from teran_es.config import load_config
-from teran_es.features.columnar import ColumnarReader
 from teran_es.features.synthetic import synthetic_vocabulary, tiny_model_overrides
 from teran_es.index import es_queries
 from teran_es.index.terms import is_valid_term, validate_query
-from teran_es.indexer import Ingestor
-from teran_es.model.teran import build_model
 from teran_es.searcher import QueryError, Searcher
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -41,27 +38,17 @@ WORDS = synthetic_vocabulary()
 
 
 @pytest.fixture(scope="module")
-def searcher(synthetic_dataset, tmp_path_factory):
+def searcher(synthetic_dataset, tmp_path_factory, ingest_tiny, tiny_quantizer):
     """A Searcher over 40 synthetic images ingested into the embedded index by a tiny random TERAN."""
     config = load_config(
         None,
         [
             *tiny_model_overrides(synthetic_dataset.text_backbone),
             f"workdir={tmp_path_factory.mktemp('queries')}",
-            "quantizer.gamma=16",
-            "quantizer.doc_gamma=64",
-            "quantizer.sample_size=2000",
-            "search.device=cpu",
+            *tiny_quantizer,
         ],
     )
-    torch.manual_seed(0)
-    model = build_model(config.model).eval()
-    records = list(ColumnarReader(synthetic_dataset.data_path).iter_records())[:40]
-    ingestor = Ingestor(config, model=model)
-    try:
-        ingestor.ingest(records)
-    finally:
-        ingestor.close()
+    model, _, _ = ingest_tiny(config)
     opened = Searcher.open(config, model=model)
     yield opened
     opened.close()

@@ -7,33 +7,20 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from teran_es.features.columnar import ColumnarReader
 from teran_es.index import dead_letter_path, open_index
 from teran_es.indexer import RETRYING_SUFFIX, Ingestor
-from teran_es.model.teran import build_model
 
 
 @pytest.fixture
-def ingested(synthetic_dataset, tiny_pipeline, tmp_path):
+def ingested(tiny_pipeline, tmp_path, ingest_tiny, tiny_quantizer):
     """40 images ingested into the embedded index; then 5 of them are taken out of the index and
     named in the dead-letter file, as if the index had rejected them."""
     config = tiny_pipeline(
         f"workdir={tmp_path / 'work'}",
-        "quantizer.gamma=16",
-        "quantizer.doc_gamma=64",
-        "quantizer.sample_size=2000",
-        "search.device=cpu",
+        *tiny_quantizer,
     )
-    torch.manual_seed(0)
-    model = build_model(config.model).eval()
-    records = list(ColumnarReader(synthetic_dataset.data_path).iter_records())[:40]
-    ingestor = Ingestor(config, model=model)
-    try:
-        ingestor.ingest(records)
-    finally:
-        ingestor.close()
+    model, records, _ = ingest_tiny(config)
     rejected = [r.image_id for r in records[10:15]]
     index = open_index(config)
     documents = {doc_id: index.get(doc_id) for doc_id in rejected}
