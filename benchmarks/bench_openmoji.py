@@ -16,6 +16,7 @@ Writes benchmarks/results/openmoji.json.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, write_results  # noqa: E402
+from common import RESULTS_DIR, machine_info, write_results  # noqa: E402
 
 from teran_es.collections.openmoji import build_openmoji  # noqa: E402
 from teran_es.config import default_cache_dir  # noqa: E402
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", default="test,all")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/openmoji.json)")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the other backends' and settings' results of an earlier run"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -98,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
                 overlap = f"  overlap@10 {values['fidelity_at_10']:.3f}" if "fidelity_at_10" in values else ""
                 print(f"  {label:20s} {recalls}{overlap}")
 
+    out_path = Path(args.out) if args.out else RESULTS_DIR / "openmoji.json"
+    if args.merge and out_path.is_file():
+        earlier = json.loads(out_path.read_text()).get("pipeline", {})
+        pipeline = {**{k: v for k, v in earlier.items() if "skipped" not in v}, **pipeline}
     payload = {
         "benchmark": "openmoji",
         "settings": vars(args),
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         "chance": chance,
         "pipeline": pipeline,
     }
-    print(f"wrote {write_results('openmoji', payload, Path(args.out) if args.out else None)}")
+    print(f"wrote {write_results('openmoji', payload, out_path)}")
 
 
 if __name__ == "__main__":

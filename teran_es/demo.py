@@ -6,6 +6,8 @@ This module composes the library (no new math): it is what the README's first co
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import html
 import importlib.resources
 import logging
@@ -135,13 +137,15 @@ def openmoji_pipeline() -> PipelineConfig:
 
 def openmoji_demo_config(root: Path, collection_dir: Path, checkpoint: Path) -> PipelineConfig:
     """The OpenMoji pipeline pointed at the demo's cache; the work directory is named after
-    the model's fingerprint, so a retrained model never meets a store of the old one."""
+    the model's fingerprint and the quantizer settings, so a retrained model or a changed
+    quantizer never meets a store or index built for another."""
     from teran_es.model.checkpoint import read_meta
 
-    fingerprint = str(read_meta(checkpoint).get("fingerprint", "model"))[:12]
     config = openmoji_pipeline()
+    fingerprint = str(read_meta(checkpoint).get("fingerprint", "model"))[:12]
+    quantizer = hashlib.sha256(repr(sorted(dataclasses.asdict(config.quantizer).items())).encode()).hexdigest()[:8]
     config.name = "demo-openmoji"
-    config.workdir = str(root / f"work-{fingerprint}")
+    config.workdir = str(root / f"work-{fingerprint}-{quantizer}")
     config.checkpoint = str(checkpoint)
     config.data.path = str(collection_dir)
     config.index.backend = "embedded"

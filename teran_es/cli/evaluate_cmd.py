@@ -142,7 +142,7 @@ def evaluate(
         emit_json(payload)
         return
     click.echo(
-        f"{checkpoint} on {data.path} [{split}], protocol {protocol}: {n_images} images, {n_captions} captions"
+        f"{checkpoint} on {data.path or (data.format + ' (default)')} [{split}], protocol {protocol}: {n_images} images, {n_captions} captions"
     )
     for direction, label in (
         ("i2t", "sentence retrieval (image -> text)"),
