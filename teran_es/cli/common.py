@@ -27,12 +27,23 @@ set_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
-def load_pipeline(pipeline_path: str | None, overrides: tuple[str, ...]) -> PipelineConfig:
-    """Load the pipeline config, turning schema errors into a clean CLI error."""
+def load_pipeline(
+    pipeline_path: str | None,
+    overrides: tuple[str, ...],
+    checkpoint: str | None = None,
+    backend: str | None = None,
+) -> PipelineConfig:
+    """Load the pipeline config with the verb's --set, --checkpoint and --backend applied,
+    turning schema errors into a clean CLI error."""
     try:
-        return load_config(pipeline_path, list(overrides))
+        config = load_config(pipeline_path, list(overrides))
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    if checkpoint:
+        config.checkpoint = checkpoint
+    if backend:
+        config.index.backend = backend
+    return config
 
 
 def emit_json(payload: Any) -> None:

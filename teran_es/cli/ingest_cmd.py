@@ -55,11 +55,7 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
 
     if retry_failed == (source is not None):
         raise click.UsageError("give a SOURCE to ingest, or --retry-failed (not both)")
-    config = load_pipeline(pipeline_path, overrides)
-    if checkpoint:
-        config.checkpoint = checkpoint
-    if backend:
-        config.index.backend = backend
+    config = load_pipeline(pipeline_path, overrides, checkpoint=checkpoint, backend=backend)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # The client logs each connection it revives at WARNING; retries are reported by the index.
     logging.getLogger("elastic_transport").setLevel(logging.ERROR)

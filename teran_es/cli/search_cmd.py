@@ -32,11 +32,7 @@ def search(query, pipeline_path, overrides, checkpoint, k, candidates, backend, 
     from teran_es.searcher import QueryError, Searcher
     from teran_es.store import StoreError
 
-    config = load_pipeline(pipeline_path, overrides)
-    if checkpoint:
-        config.checkpoint = checkpoint
-    if backend:
-        config.index.backend = backend
+    config = load_pipeline(pipeline_path, overrides, checkpoint=checkpoint, backend=backend)
     text = " ".join(query)
     try:
         searcher = Searcher.open(config, device=device)
