@@ -79,8 +79,10 @@ class TrainConfig:
     lr_gamma: float = 0.1
     warmup_iters: int = 0
     grad_clip: float = 2.0
-    margin: float = 0.2
-    max_violation: bool = True
+    loss: str = "hinge"  # hinge (VSE++ triplet, as TERAN) | infonce (symmetric cross-entropy)
+    margin: float = 0.2  # hinge
+    max_violation: bool = True  # hinge: hardest negative only
+    temperature: float = 0.05  # infonce: scores are divided by it
     global_loss_weight: float = 0.0  # auxiliary global-vector matching loss; 0 = off (as released)
     amp: bool = True  # mixed precision, used on CUDA only
     seed: int = 0

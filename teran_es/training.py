@@ -150,6 +150,7 @@ def collate(
         **image_inputs(images, image_size),
         "input_ids": tokens["input_ids"],
         "attention_mask": tokens["attention_mask"],
+        "image_index": torch.as_tensor(pairs[:, 0], dtype=torch.long),
     }
 
 
@@ -243,14 +244,22 @@ def _train_step(
 ) -> float:
     """One optimisation step on one batch; returns the loss (the step is skipped if it is
     not finite, and the caller stops the run). ``max_violation``: None = ``cfg.max_violation``."""
-    from teran_es.model.loss import contrastive_loss, global_contrastive_loss
+    from teran_es.model.loss import contrastive_loss, global_contrastive_loss, infonce_loss, same_image_mask
 
     hardest = cfg.max_violation if max_violation is None else max_violation
-    device_type = batch["input_ids"].device.type
+    inputs = dict(batch)
+    image_index = inputs.pop("image_index", None)
+    same_image = same_image_mask(image_index) if image_index is not None else None
+    device_type = inputs["input_ids"].device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        scores, images, texts = model(**batch, return_embeddings=True)
+        scores, images, texts = model(**inputs, return_embeddings=True)
     # the loss is a sum over the batch: computed in float32 whatever the autocast dtype
-    loss = contrastive_loss(scores.float(), margin=cfg.margin, max_violation=hardest)
+    if cfg.loss == "infonce":
+        loss = infonce_loss(scores.float(), cfg.temperature, same_image)
+    elif cfg.loss == "hinge":
+        loss = contrastive_loss(scores.float(), margin=cfg.margin, max_violation=hardest, same_image=same_image)
+    else:
+        raise TrainingError(f"unknown loss {cfg.loss!r} (hinge | infonce)")
     if cfg.global_loss_weight > 0:
         loss = loss + cfg.global_loss_weight * global_contrastive_loss(
             images.global_vec.float(), texts.global_vec.float(), cfg.margin, hardest
@@ -282,6 +291,8 @@ def train(
     """
     started = time.perf_counter()
     cfg = config.train
+    if cfg.loss not in ("hinge", "infonce"):
+        raise TrainingError(f"unknown loss {cfg.loss!r} (hinge | infonce)")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)

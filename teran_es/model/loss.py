@@ -1,11 +1,36 @@
-"""Hinge triplet loss on a batch's score matrix (VSE++ style), as TERAN trains with."""
+"""Losses on a batch's score matrix: the hinge triplet loss (VSE++ style) TERAN trains with,
+and a symmetric InfoNCE alternative."""
 
 from __future__ import annotations
 
 import torch
 
 
-def contrastive_loss(scores: torch.Tensor, margin: float = 0.2, max_violation: bool = True) -> torch.Tensor:
+def _negatives(scores: torch.Tensor, same_image: torch.Tensor | None) -> torch.Tensor:
+    """bool [B, B]: which entries are negatives (off the diagonal, and not another caption of
+    the same image when ``same_image`` [B, B] says so)."""
+    if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"scores must be a square [B, B] matrix, got {tuple(scores.shape)}")
+    negatives = ~torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+    if same_image is not None:
+        if same_image.shape != scores.shape:
+            raise ValueError(f"same_image must be {tuple(scores.shape)}, got {tuple(same_image.shape)}")
+        negatives = negatives & ~same_image.to(device=scores.device, dtype=torch.bool)
+    return negatives
+
+
+def same_image_mask(image_index: torch.Tensor) -> torch.Tensor:
+    """image_index int [B] (which image each pair of the batch comes from) -> bool [B, B],
+    True where rows i and j show the same image: its other captions are not negatives."""
+    return image_index[:, None] == image_index[None, :]
+
+
+def contrastive_loss(
+    scores: torch.Tensor,
+    margin: float = 0.2,
+    max_violation: bool = True,
+    same_image: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Triplet hinge loss in both directions, summed over the batch.
 
     scores: [B, B], scores[i, j] = score(image i, sentence j); the diagonal holds the
@@ -16,14 +41,12 @@ def contrastive_loss(scores: torch.Tensor, margin: float = 0.2, max_violation: b
     ``max_violation``: only the hardest negative of each direction counts; otherwise all
     negatives are summed. Returns a scalar.
     """
-    if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
-        raise ValueError(f"scores must be a square [B, B] matrix, got {tuple(scores.shape)}")
+    negatives = _negatives(scores, same_image)
     positives = scores.diagonal()
     cost_sentence = (margin + scores - positives[:, None]).clamp(min=0)  # row i: image i vs sentences
     cost_image = (margin + scores - positives[None, :]).clamp(min=0)  # column j: sentence j vs images
-    off_diagonal = ~torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
-    cost_sentence = cost_sentence * off_diagonal
-    cost_image = cost_image * off_diagonal
+    cost_sentence = cost_sentence * negatives
+    cost_image = cost_image * negatives
     if max_violation:
         return cost_sentence.amax(dim=1).sum() + cost_image.amax(dim=0).sum()
     return cost_sentence.sum() + cost_image.sum()
@@ -40,3 +63,24 @@ def global_contrastive_loss(
     image_global [B, D], text_global [B, D] (L2-normalised; row i of each is a positive pair).
     """
     return contrastive_loss(image_global @ text_global.T, margin=margin, max_violation=max_violation)
+
+
+def infonce_loss(
+    scores: torch.Tensor, temperature: float = 0.05, same_image: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Symmetric InfoNCE (cross-entropy over each row and each column), summed over the batch.
+
+    scores [B, B] as for :func:`contrastive_loss`; ``temperature`` divides the scores; entries
+    where ``same_image`` is True (off the diagonal) are left out of the softmax. Every negative
+    pulls with a weight that grows with its score, so a model trained from scratch learns from
+    all of them at once, yet the hardest ones count most. Returns a scalar.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    negatives = _negatives(scores, same_image)
+    keep = negatives | torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+    logits = (scores / temperature).masked_fill(~keep, float("-inf"))
+    target = torch.arange(scores.shape[0], device=scores.device)
+    return torch.nn.functional.cross_entropy(logits, target, reduction="sum") + torch.nn.functional.cross_entropy(
+        logits.T, target, reduction="sum"
+    )

@@ -1,11 +1,13 @@
-"""The hinge triplet loss against a brute-force loop."""
+"""The hinge triplet loss and InfoNCE against brute-force loops."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
-from teran_es.model.loss import contrastive_loss, global_contrastive_loss
+from teran_es.model.loss import contrastive_loss, global_contrastive_loss, infonce_loss, same_image_mask
 
 
 def brute_force_loss(scores: torch.Tensor, margin: float, max_violation: bool) -> float:
@@ -48,10 +50,68 @@ def test_no_loss_when_positives_win_by_the_margin():
     assert contrastive_loss(scores, margin=0.2).item() == 0.0
 
 
-def test_duplicate_captions_count_as_negatives():
+def test_duplicate_captions_count_as_negatives_unless_marked():
     # two captions of one image scored identically: each is the other's violating negative
     scores = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
     assert contrastive_loss(scores, margin=0.2).item() == pytest.approx(4 * 0.2)
+    same = same_image_mask(torch.tensor([7, 7]))
+    assert contrastive_loss(scores, margin=0.2, same_image=same).item() == 0.0
+
+
+def test_same_image_pairs_are_left_out_of_the_hinge():
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    image_index = torch.tensor([0, 1, 0, 2, 1, 3])
+    same = same_image_mask(image_index)
+    # the reference: push same-image entries far below every positive, so they never violate
+    masked = scores.clone()
+    masked[same & ~torch.eye(6, dtype=torch.bool)] = -1e9
+    for hardest in (True, False):
+        want = brute_force_loss(masked, 0.2, hardest)
+        got = contrastive_loss(scores, margin=0.2, max_violation=hardest, same_image=same).item()
+        assert got == pytest.approx(want, abs=1e-9)
+
+
+def brute_force_infonce(scores: torch.Tensor, temperature: float, same: torch.Tensor | None) -> float:
+    size = scores.shape[0]
+    total = 0.0
+    for i in range(size):
+        for direction in ("row", "column"):
+            terms = []
+            for j in range(size):
+                if j != i and same is not None and bool(same[i, j]):
+                    continue
+                value = scores[i, j] if direction == "row" else scores[j, i]
+                terms.append(float(value) / temperature)
+            top = max(terms)
+            log_sum = top + math.log(sum(math.exp(t - top) for t in terms))
+            total += log_sum - float(scores[i, i]) / temperature
+    return total
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 9])
+@pytest.mark.parametrize("temperature", [0.05, 1.0])
+@pytest.mark.parametrize("with_same", [False, True])
+def test_infonce_matches_brute_force(size, temperature, with_same):
+    gen = torch.Generator().manual_seed(size)
+    scores = torch.randn(size, size, generator=gen, dtype=torch.float64)
+    same = same_image_mask(torch.arange(size) // 2) if with_same else None
+    got = infonce_loss(scores, temperature, same)
+    assert got.dim() == 0
+    assert got.item() == pytest.approx(brute_force_infonce(scores, temperature, same), rel=1e-9)
+
+
+def test_infonce_gradient_lowers_negatives_and_raises_positives():
+    scores = torch.tensor([[0.5, 0.4, -0.2], [0.1, 0.3, 0.0], [0.45, -0.1, 0.2]], requires_grad=True)
+    infonce_loss(scores, 0.1).backward()
+    off = ~torch.eye(3, dtype=torch.bool)
+    assert scores.grad.diagonal().lt(0).all()
+    assert scores.grad[off].gt(0).all()
+
+
+def test_infonce_refuses_a_non_positive_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        infonce_loss(torch.eye(2), 0.0)
 
 
 def test_global_loss_is_the_loss_of_cosines():
