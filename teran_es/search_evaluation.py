@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -33,6 +34,13 @@ def _recalls(ranks: Sequence[int | None], ks: Sequence[int]) -> dict[str, float]
     """R@K (percent) of the own image's 0-based ranks (None = not returned)."""
     hits = np.array([r if r is not None else np.iinfo(np.int64).max for r in ranks], dtype=np.int64)
     return {f"t2i_r{k}": round(float(100.0 * np.mean(hits < k)), 6) for k in ks}
+
+
+def evaluate_index_name(workdir: str | Path) -> str:
+    """The evaluation's index name, from its work directory's name, made safe for every backend
+    (Elasticsearch takes lowercase letters, digits, ``-`` and ``_`` only)."""
+    safe = re.sub(r"[^a-z0-9_\-]+", "-", Path(workdir).name.lower()).strip("-_")
+    return f"teran-eval-{safe or 'default'}"
 
 
 def evaluate_search_pipeline(
@@ -59,7 +67,7 @@ def evaluate_search_pipeline(
     config = dataclasses.replace(
         config,
         workdir=str(workdir),
-        index=dataclasses.replace(config.index, name=f"teran-eval-{Path(workdir).name}".lower(), path=""),
+        index=dataclasses.replace(config.index, name=evaluate_index_name(workdir), path=""),
     )
     top = max(ks)
     t = time.perf_counter()

@@ -171,16 +171,19 @@ class Searcher:
         )[0]
         timings["rerank"] = time.perf_counter() - t
         t = time.perf_counter()
-        hits = [self._hit(s.id, s.score) for s in scored]
+        hits = self._hits([(s.id, s.score) for s in scored])
         timings["fetch"] = time.perf_counter() - t
         return SearchResult(query=text, hits=hits, candidates=reranked, timings=timings)
 
-    def _hit(self, image_id: str, score: float) -> Hit:
-        doc_id = image_id
-        if self.quantizer.config.pooling == "region":
-            doc_id = f"{image_id}#r0"
-        doc = self.index.get(doc_id)
-        return Hit(image_id, score, doc.path if doc else None, doc.caption if doc else None)
+    def _hits(self, scored: list[tuple[str, float]]) -> list[Hit]:
+        """Hits with what they show, read from the index in one lookup."""
+        suffix = "#r0" if self.quantizer.config.pooling == "region" else ""
+        docs = self.index.get_many([image_id + suffix for image_id, _ in scored])
+        hits = []
+        for image_id, score in scored:
+            doc = docs.get(image_id + suffix)
+            hits.append(Hit(image_id, score, doc.path if doc else None, doc.caption if doc else None))
+        return hits
 
     def close(self) -> None:
         self.store.close()

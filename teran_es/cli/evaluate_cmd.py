@@ -87,6 +87,7 @@ def evaluate(
     """Evaluate the checkpoint CHECKPOINT on a split: image and sentence retrieval R@1/5/10 and RSUM."""
     from teran_es.evaluation import chance_recall, evaluate_model
     from teran_es.features import RecordError, open_image_set
+    from teran_es.index import IndexError_
     from teran_es.model.checkpoint import CheckpointError, load_checkpoint
     from teran_es.training import resolve_device
 
@@ -131,7 +132,7 @@ def evaluate(
                 candidates=sorted(set(candidates)),
                 progress=not no_progress,
             )
-    except (CheckpointError, RecordError, FileNotFoundError, ValueError) as exc:
+    except (CheckpointError, RecordError, FileNotFoundError, ValueError, IndexError_) as exc:
         raise click.ClickException(str(exc)) from None
     n_images, n_captions = metrics["n_images"] // metrics["folds"], metrics["n_captions"] // metrics["folds"]
     chance = chance_recall(n_images, n_captions, n_captions / max(1, n_images))

@@ -23,14 +23,19 @@ def openmoji() -> None:
     """The OpenMoji collection: ~4,000 emoji drawings with captions and fixed splits."""
 
 
-@openmoji.command()
-@click.option(
+size_option = click.option(
     "--size", type=click.IntRange(min=8), default=96, show_default=True, help="PNG width and height."
 )
-@click.option(
+limit_option = click.option(
     "--limit", type=click.IntRange(min=1), default=None, help="Keep only N images (a stable sample)."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val/test split.")
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val/test split.")
+
+
+@openmoji.command()
+@size_option
+@limit_option
+@seed_option
 @click.option("--force", is_flag=True, help="Rebuild even when an up-to-date collection exists.")
 @cache_dir_option
 @json_option
@@ -49,14 +54,18 @@ def build(size: int, limit: int | None, seed: int, force: bool, cache_dir: str |
 
 
 @openmoji.command()
+@size_option
+@limit_option
+@seed_option
 @cache_dir_option
 @json_option
-def info(cache_dir: str | None, as_json: bool) -> None:
-    """Where the collection is and what it holds."""
-    from teran_es.collections.openmoji import default_collection_dir, read_manifest
+def info(size: int, limit: int | None, seed: int, cache_dir: str | None, as_json: bool) -> None:
+    """Where the collection is and what it holds (the build with these settings: each
+    variant has its own directory)."""
+    from teran_es.collections.openmoji import collection_dir_for, installed_source, read_manifest
 
     try:
-        directory = default_collection_dir(cache_dir)
+        directory = collection_dir_for(installed_source().version, cache_dir, size, seed, limit)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     try:

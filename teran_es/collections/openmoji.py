@@ -137,9 +137,27 @@ def _source(svg_dir: str | os.PathLike[str] | None) -> OpenMojiSource:
     return OpenMojiSource(Path(svg_dir), version)
 
 
-def collection_dir_for(version: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+DEFAULT_SIZE = 96  # pixels per side of the rendered PNGs
+
+
+def collection_dir_for(
+    version: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    size: int = DEFAULT_SIZE,
+    seed: int = 0,
+    limit: int | None = None,
+) -> Path:
+    """Where a build lives. A variant (another size, split seed or a limited sample) gets its
+    own directory, so building one never rewrites the default collection under its readers."""
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return base / "collections" / f"openmoji-{version}"
+    name = f"openmoji-{version}"
+    if size != DEFAULT_SIZE:
+        name += f"-{size}px"
+    if seed:
+        name += f"-seed{seed}"
+    if limit is not None:
+        name += f"-limit{limit}"
+    return base / "collections" / name
 
 
 def default_collection_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -329,7 +347,7 @@ def _select_limit(codes: list[str], limit: int | None) -> list[str]:
 
 def build_openmoji(
     cache_dir: str | os.PathLike[str] | None = None,
-    size: int = 96,
+    size: int = DEFAULT_SIZE,
     seed: int = 0,
     limit: int | None = None,
     progress: bool = True,
@@ -350,7 +368,7 @@ def build_openmoji(
         raise ValueError(f"size must be at least 8 pixels, got {size}")
     started = time.monotonic()
     source = _source(svg_dir)
-    collection_dir = collection_dir_for(source.version, cache_dir)
+    collection_dir = collection_dir_for(source.version, cache_dir, size, seed, limit)
     describer = EmojiDescriber.from_installed(cldr_dir)
     all_codes = svg_codes(source.svg_dir)
     build_key = {

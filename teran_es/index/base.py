@@ -85,6 +85,11 @@ class Index(Protocol):
 
     def get(self, doc_id: str) -> SurrogateDocument | None: ...
 
+    def get_many(self, ids: Sequence[str]) -> dict[str, SurrogateDocument]:
+        """What hits show (path, caption, metadata; terms left empty) for the ``ids`` that
+        exist, in one round trip where the backend allows."""
+        ...
+
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """The subset of ``ids`` already indexed (for resumable ingest)."""
         ...

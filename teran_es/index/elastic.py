@@ -285,6 +285,19 @@ class ElasticIndex:
             return None
         return es_queries.document_from_source(response["_id"], response["_source"])
 
+    def get_many(self, ids: Sequence[str]) -> dict[str, SurrogateDocument]:
+        found: dict[str, SurrogateDocument] = {}
+        for batch in es_queries.batched(list(ids), MGET_BATCH):
+            with self._translated("reading documents"):
+                # only what a hit shows: the terms are the bulk of a stored document
+                response = self._client.mget(
+                    index=self.name, ids=list(batch), source_includes=list(es_queries.DISPLAY_FIELDS)
+                )
+            for doc in response["docs"]:
+                if doc.get("found"):
+                    found[doc["_id"]] = es_queries.document_from_source(doc["_id"], doc.get("_source") or {})
+        return found
+
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for batch in es_queries.batched(list(ids), MGET_BATCH):

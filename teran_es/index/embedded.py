@@ -459,6 +459,14 @@ class EmbeddedIndex:
         where = self._where.get(doc_id)
         return None if where is None else self._document(*where)
 
+    def get_many(self, ids: Sequence[str]) -> dict[str, SurrogateDocument]:
+        found: dict[str, SurrogateDocument] = {}
+        for doc_id in ids:
+            doc = self.get(doc_id)
+            if doc is not None:
+                found[doc_id] = SurrogateDocument(doc.id, {}, doc.path, doc.caption, doc.metadata)
+        return found
+
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         return {i for i in ids if i in self._where or i in self._pending}
 

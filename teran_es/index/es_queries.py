@@ -118,6 +118,9 @@ def delete_actions(index: str, ids: Iterable[str]) -> Iterator[dict[str, Any]]:
         yield {"_op_type": "delete", "_index": index, "_id": doc_id}
 
 
+DISPLAY_FIELDS = ("path", "caption", "metadata")  # what a hit shows; fetched without the terms
+
+
 def document_from_source(doc_id: str, source: Mapping[str, Any]) -> SurrogateDocument:
     """Rebuild a ``SurrogateDocument`` from a stored ``_source`` (terms come back as floats)."""
     return SurrogateDocument(

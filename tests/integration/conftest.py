@@ -4,6 +4,7 @@ TERAN_ES_REQUIRE_ELASTICSEARCH=1 (the test command sets it), where they fail."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 
@@ -37,12 +38,20 @@ def es_url() -> str:
     return url
 
 
-@pytest.fixture
-def es_config(es_url):
+@pytest.fixture(scope="session")
+def es_shared_config(es_url):
+    """The connection settings of ``es_config`` for module- or session-scoped fixtures (one
+    ingest shared by a module's tests); shared, so treat it as read-only."""
     from teran_es.config import ElasticsearchConfig
 
     # Small bulk chunks so that even the small test corpora go through several requests.
     return ElasticsearchConfig(url=es_url, bulk_chunk_docs=200, msearch_batch=16)
+
+
+@pytest.fixture
+def es_config(es_shared_config):
+    """A copy of the connection settings that a test may change."""
+    return dataclasses.replace(es_shared_config)
 
 
 @pytest.fixture

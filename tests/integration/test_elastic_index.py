@@ -84,6 +84,12 @@ def test_add_get_count_delete_refresh(open_es_index):
     assert got == docs[7]
     assert all(isinstance(tf, int) for tf in got.terms.values())
     assert index.get("no-such-id") is None
+    shown = index.get_many(["img00007", "no-such-id", "img00449"])
+    assert set(shown) == {"img00007", "img00449"}
+    for doc_id, position in (("img00007", 7), ("img00449", 449)):
+        # what a hit shows, without the terms
+        assert (shown[doc_id].path, shown[doc_id].caption) == (docs[position].path, docs[position].caption)
+        assert dict(shown[doc_id].terms) == {}
 
     assert index.existing_ids(["img00001", "img00449", "nope"]) == {"img00001", "img00449"}
     assert index.delete(["img00001", "img00002", "nope"]) == 2

@@ -7,6 +7,7 @@ the exhaustive scan's ranking (ids and scores), because the rerank *is* the scan
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -140,3 +141,11 @@ def test_artifacts_are_written_next_to_the_index(collection):
     assert (root / "quantizer.npz").is_file() and (root / "config.toml").is_file()
     manifest = json.loads((root / "index" / "manifest.json").read_text())
     assert manifest["meta"]["quantizer_fingerprint"] and manifest["meta"]["model_fingerprint"]
+
+
+def test_evaluation_index_names_are_safe_for_elasticsearch():
+    from teran_es.search_evaluation import evaluate_index_name
+
+    assert evaluate_index_name("/tmp/runs/My Run.2") == "teran-eval-my-run-2"
+    assert evaluate_index_name("/tmp/__") == "teran-eval-default"
+    assert re.fullmatch(r"[a-z0-9_\-]+", evaluate_index_name("/x/ÄÖ ü*?"))

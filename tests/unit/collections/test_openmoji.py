@@ -120,18 +120,26 @@ def test_rebuild_is_skipped_when_up_to_date(built: Path):
     assert png.stat().st_mtime_ns == mtime
 
 
-def test_changed_settings_rebuild_and_reuse_pngs(tmp_path: Path):
+def test_variants_are_built_beside_each_other(tmp_path: Path):
     cache_dir = tmp_path / "cache"
     first = build_openmoji(cache_dir=cache_dir, size=SIZE, limit=5, progress=False, workers=1)
+    before = read_manifest(first)
     second = build_openmoji(cache_dir=cache_dir, size=SIZE, limit=5, seed=7, progress=False, workers=1)
-    manifest = read_manifest(second)
-    assert second == first
-    assert manifest["seed"] == 7 and manifest["reused_pngs"] == 5 and manifest["rendered"] == 0
-    resized = read_manifest(
-        build_openmoji(cache_dir=cache_dir, size=SIZE + 8, limit=5, progress=False, workers=1)
-    )
-    assert resized["rendered"] == 5
-    assert all(png_size(r.path) == (SIZE + 8, SIZE + 8, 2) for r in load_openmoji(second))
+    resized = build_openmoji(cache_dir=cache_dir, size=SIZE + 8, limit=5, progress=False, workers=1)
+    assert len({first, second, resized}) == 3
+    assert read_manifest(second)["seed"] == 7 and read_manifest(resized)["rendered"] == 5
+    assert all(png_size(r.path) == (SIZE + 8, SIZE + 8, 2) for r in load_openmoji(resized))
+    # the first build is untouched: same manifest, same images
+    assert read_manifest(first) == before
+    assert all(png_size(r.path) == (SIZE, SIZE, 2) for r in load_openmoji(first))
+
+
+def test_forced_rebuild_reuses_pngs(tmp_path: Path):
+    cache_dir = tmp_path / "cache"
+    first = build_openmoji(cache_dir=cache_dir, size=SIZE, limit=5, progress=False, workers=1)
+    again = build_openmoji(cache_dir=cache_dir, size=SIZE, limit=5, progress=False, workers=1, force=True)
+    manifest = read_manifest(again)
+    assert again == first and manifest["reused_pngs"] == 5 and manifest["rendered"] == 0
 
 
 def test_bad_svgs_are_skipped_with_their_reason(tmp_path: Path):
@@ -167,7 +175,7 @@ def test_cli_build_and_info(tmp_path: Path):
     payload = json.loads(result.output)
     assert payload["counts"]["total"] == 3
     assert Path(payload["path"], TABLE_NAME).is_file()
-    info = runner.invoke(cli, ["openmoji", "info", "--cache-dir", cache_dir])
+    info = runner.invoke(cli, ["openmoji", "info", "--limit", "3", "--size", str(SIZE), "--cache-dir", cache_dir])
     assert info.exit_code == 0, info.output
     assert "images:   3" in info.output and "CC BY-SA 4.0" in info.output
     missing = runner.invoke(cli, ["openmoji", "info", "--cache-dir", str(tmp_path / "empty")])

@@ -83,6 +83,9 @@ def test_persisted_and_appendable(tmp_path):
         assert index.count() == 60
         got = index.get("img00042")
         assert got is not None and dict(got.terms) == dict(docs[42].terms) and got.path == docs[42].path
+        shown = index.get_many(["img00042", "nope", "img00001"])
+        assert set(shown) == {"img00042", "img00001"}
+        assert shown["img00001"].path == docs[1].path and dict(shown["img00001"].terms) == {}
         q = random_query(rng)
         assert [h.id for h in index.search(q, 10)] == [e[1] for e in brute_force(docs, q, 10)]
 
