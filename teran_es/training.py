@@ -340,7 +340,11 @@ def train(
     best_rsum, best_epoch, best_metrics = -math.inf, -1, {}
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+        configured = dict(vars(schedule))
         scheduler.load_state_dict(state["scheduler"])
+        # the saved state carries the schedule it ran with; the config's wins, so a resumed
+        # run can be extended or re-timed (train.epochs, lr_step_epochs, lr_gamma)
+        vars(schedule).update(configured)
         if use_scaler and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch, iteration = int(state["epoch"]), int(state["iteration"])

@@ -97,6 +97,25 @@ def test_resume_continues_exactly(tiny_pipeline, tmp_path):
     assert again.resumed_from_epoch == 2 and again.iterations == straight.iterations
 
 
+def test_a_resumed_run_takes_the_schedule_of_its_config(tiny_pipeline, tmp_path):
+    # 30 iterations per epoch; the first run would step the lr down after 5 epochs
+    first = train(
+        tiny_pipeline("train.epochs=1", "train.lr_step_epochs=5", output_dir=tmp_path / "run"), progress=False
+    )
+    assert first.epochs_completed == 1
+    resumed = train(
+        tiny_pipeline("train.epochs=2", "train.lr_step_epochs=1", output_dir=tmp_path / "run"), progress=False
+    )
+    assert resumed.resumed_from_epoch == 1
+    lines = [r for r in read_metrics(tmp_path / "run") if r["event"] == "train"]
+    base = tiny_pipeline().train.lr
+    assert lines[0]["lr"] == pytest.approx(base)  # epoch 1: before any step
+    # the last line is logged after the scheduler's step that ends epoch 2: two steps down with
+    # the resumed config's lr_step_epochs=1 (the saved schedule, 5, would have kept the base lr)
+    gamma = tiny_pipeline().train.lr_gamma
+    assert lines[-1]["epoch"] == 2 and lines[-1]["lr"] == pytest.approx(base * gamma**2)
+
+
 def test_resume_refuses_another_model_and_restart_ignores_last(tiny_pipeline, tmp_path):
     train(tiny_pipeline("train.epochs=1", "train.val_images=10", output_dir=tmp_path / "r"), progress=False)
     with pytest.raises(TrainingError, match="embed_dim"):
