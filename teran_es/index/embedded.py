@@ -297,8 +297,12 @@ class EmbeddedIndex:
             _atomic_write_json(manifest_path, manifest)
         if not read_only:
             # Leftovers of an interrupted write are not referenced by the manifest: remove them.
-            for stray in directory.glob(".tmp-*"):
-                shutil.rmtree(stray, ignore_errors=True)
+            # A segment renamed into place by a process killed before it replaced the manifest
+            # is one too, and its name would be written again by the next flush.
+            referenced = set(manifest["segments"])
+            for stray in [*directory.glob(".tmp-*"), *directory.glob("seg-*")]:
+                if stray.name not in referenced:
+                    shutil.rmtree(stray, ignore_errors=True)
         return cls(directory, manifest, lock_fh, segment_docs, read_only)
 
     @staticmethod

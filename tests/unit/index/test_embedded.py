@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -168,6 +169,22 @@ def test_interrupted_segment_write_is_ignored(tmp_path):
     with EmbeddedIndex.open(tmp_path / "idx") as index:
         assert index.count() == 1
         assert not stray.exists()
+
+
+def test_segment_renamed_but_not_committed_is_dropped_and_its_name_reused(tmp_path):
+    # A process killed after renaming its new segment into place but before replacing the
+    # manifest leaves seg-N unreferenced; the next flush writes seg-N again.
+    with EmbeddedIndex.open(tmp_path / "idx") as index:
+        index.add([SurrogateDocument("a", {"x": 1})])
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    orphan = tmp_path / "idx" / f"seg-{manifest['next_segment']:06d}"
+    shutil.copytree(tmp_path / "idx" / manifest["segments"][0], orphan)
+    with EmbeddedIndex.open(tmp_path / "idx") as index:
+        assert not orphan.exists()
+        index.add([SurrogateDocument("b", {"x": 2})])
+        assert index.count() == 2
+    with EmbeddedIndex.open(tmp_path / "idx", read_only=True) as index:
+        assert {h.id for h in index.search({"x": 1.0}, 5)} == {"a", "b"}
 
 
 def test_missing_index_without_create(tmp_path):
