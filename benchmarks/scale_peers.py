@@ -1,17 +1,17 @@
 """Peer systems on a scale collection: their own candidates, then our exact rerank.
 
-A peer is a module of ``benchmarks/peers/`` with
+A peer is a class of a module of ``benchmarks/peers/`` (see its ``__init__``) with
 
     build(regions [N, R, D] float16/32, workdir: Path, **settings) -> dict   (build statistics)
     search(query_words: list of float32 [W, D], k: int, **settings) -> (lists, seconds)
+    search_batched(query_words, k, **settings) -> (lists, total seconds)
 
 ``lists[q]`` holds up to k image indices for query q, best first; ``seconds[q]`` its latency.
 Each peer runs at its default settings, except that its searches get the benchmark's thread
 count (``threads``), so that every system answers queries with the same cores (its build keeps
 the peer's default threads: build time is recorded, not compared); a peer that cannot be imported is
-recorded as skipped, one that raises as failed, with the reason. When a peer also has
-``search_batched(query_words, k, **settings) -> (lists, total seconds)`` its per-query cost in
-one call over all queries is recorded too. With ``quick``, a peer that would first have to set
+recorded as skipped, one that raises as failed, with the reason. The per-query cost of
+``search_batched`` (one call over all queries) is recorded too. With ``quick``, a peer that would first have to set
 up its own environment (fast-plaid: a separate virtual environment of ~5 GB) is skipped.
 """
 
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from teran_es.store import FeatureStore
 
 MODULES = {"faiss": "peers.faiss_peer", "fast-plaid": "peers.fast_plaid_peer"}
+CLASSES = {"faiss": "FaissPeer", "fast-plaid": "FastPlaidPeer"}
 
 
 def _check_answer(name: str, lists: Any, seconds: Any, n_queries: int, n_images: int, k: int) -> None:
@@ -49,8 +50,9 @@ def run_peer(
         module = importlib.import_module(MODULES[name])
     except Exception as exc:  # ImportError, or an import-time failure of its own dependencies
         return {"skipped": f"{MODULES[name]} is not importable: {type(exc).__name__}: {exc}"}
-    if not (callable(getattr(module, "build", None)) and callable(getattr(module, "search", None))):
-        return {"skipped": f"{MODULES[name]} has no build() and search()"}
+    peer_class = getattr(module, CLASSES[name], None)
+    if peer_class is None:
+        return {"skipped": f"{MODULES[name]} has no {CLASSES[name]}"}
     ensure_venv = getattr(module, "ensure_venv", None)
     if quick and callable(ensure_venv):
         try:
@@ -62,7 +64,8 @@ def run_peer(
     settings = {"threads": threads}
     try:
         started = time.perf_counter()
-        build = module.build(collection.regions, workdir)
+        peer = peer_class()
+        build = peer.build(collection.regions, workdir)
         out: dict[str, Any] = {
             "module": MODULES[name],
             "settings": {"search threads": threads, "everything else": "the peer's defaults"},
@@ -72,7 +75,7 @@ def run_peer(
         }
         queries = list(range(collection.n_queries))
         for k in ks:
-            lists, seconds = module.search(list(collection.query_words), k, **settings)
+            lists, seconds = peer.search(list(collection.query_words), k, **settings)
             _check_answer(name, lists, seconds, len(queries), collection.n_images, k)
             found = [[int(i) for i in f] for f in lists]
             rerank_s, reranked = [], []
@@ -81,16 +84,14 @@ def run_peer(
                 reranked.append(rerank_one(collection, store, q, found[q]))
                 rerank_s.append(time.perf_counter() - t)
             own = recalls(collection, queries, found)
-            batched = None
-            if callable(getattr(module, "search_batched", None)):
-                batch_lists, batch_seconds = module.search_batched(list(collection.query_words), k, **settings)
-                _check_answer(name, batch_lists, [0.0] * len(batch_lists), len(queries), collection.n_images, k)
-                batched = {
-                    "seconds_all_queries": round(float(batch_seconds), 3),
-                    "ms_per_query": round(float(batch_seconds) / len(queries) * 1e3, 3),
-                    "same_lists_as_single": round(float(np.mean([list(map(int, a)) == b for a, b in zip(batch_lists, found, strict=True)])), 4),
-                    "note": "peer search only (one call over all queries), without the rerank",
-                }
+            batch_lists, batch_seconds = peer.search_batched(list(collection.query_words), k, **settings)
+            _check_answer(name, batch_lists, [0.0] * len(batch_lists), len(queries), collection.n_images, k)
+            batched = {
+                "seconds_all_queries": round(float(batch_seconds), 3),
+                "ms_per_query": round(float(batch_seconds) / len(queries) * 1e3, 3),
+                "same_lists_as_single": round(float(np.mean([list(map(int, a)) == b for a, b in zip(batch_lists, found, strict=True)])), 4),
+                "note": "peer search only (one call over all queries), without the rerank",
+            }
             out["rows"].append(
                 {
                     "candidates": k,
@@ -114,11 +115,6 @@ def run_peer(
 
 
 def peer_bytes(build: dict[str, Any]) -> int | None:
-    """The peer's index size from its build statistics (the first byte count it reports)."""
-    for key in ("bytes", "bytes_on_disk", "index_bytes", "disk_bytes", "memory_bytes", "bytes_in_memory"):
-        value = build.get(key) if isinstance(build, dict) else None
-        if isinstance(value, int | float) and value >= 0:
-            return int(value)
-    return None
-
-
+    """The peer's index size from its build statistics (every peer reports ``bytes``)."""
+    value = build.get("bytes")
+    return None if value is None else int(value)

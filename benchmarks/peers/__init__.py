@@ -10,8 +10,7 @@ Every peer has the same interface (see each module's docstring for its settings)
 
 Modules: ``faiss_peer`` (``FaissPeer``: IVF-PQ over all region vectors, per-word kNN, MrSw-like
 aggregation) and ``fast_plaid_peer`` (``FastPlaidPeer``: PLAID multi-vector index in its own
-virtual environment, driven through ``fast_plaid_worker.py``). Both also offer module-level
-``build`` / ``search`` / ``search_batched`` functions acting on the last built peer.
+virtual environment, driven through ``fast_plaid_worker.py``).
 
 The peers return *candidates*; the benchmark reranks them with the exact MrSw score itself.
 """

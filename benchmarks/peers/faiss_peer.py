@@ -358,31 +358,3 @@ class FaissPeer:
             results.append(self._aggregate(sims[start:stop], ids[start:stop], k, s["missing"]))
             start = stop
         return results, time.perf_counter() - t0
-
-
-_LAST: FaissPeer | None = None
-
-
-def build(regions: np.ndarray, workdir: Path, **settings: Any) -> dict[str, Any]:
-    """Module-level :meth:`FaissPeer.build`; the peer is kept for :func:`search`."""
-    global _LAST
-    peer = FaissPeer()
-    stats = peer.build(regions, workdir, **settings)
-    _LAST = peer
-    return stats
-
-
-def _last() -> FaissPeer:
-    if _LAST is None:
-        raise RuntimeError("call faiss_peer.build(...) first")
-    return _LAST
-
-
-def search(query_words: list[np.ndarray], k: int, **settings: Any) -> tuple[list[list[int]], list[float]]:
-    """Module-level :meth:`FaissPeer.search` on the last built index."""
-    return _last().search(query_words, k, **settings)
-
-
-def search_batched(query_words: list[np.ndarray], k: int, **settings: Any) -> tuple[list[list[int]], float]:
-    """Module-level :meth:`FaissPeer.search_batched` on the last built index."""
-    return _last().search_batched(query_words, k, **settings)

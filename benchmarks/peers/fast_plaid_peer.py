@@ -480,31 +480,3 @@ def _library_defaults_note(library: dict[str, Any], used: dict[str, Any]) -> dic
     """fast-plaid's declared create defaults, with a flag where ours differ from them."""
     declared = {k: library.get(k) for k in used}
     return {"declared": declared, "differs": sorted(k for k in used if declared.get(k) != used[k])}
-
-
-_LAST: FastPlaidPeer | None = None
-
-
-def build(regions: np.ndarray, workdir: Path, **settings: Any) -> dict[str, Any]:
-    """Module-level :meth:`FastPlaidPeer.build`; the peer is kept for :func:`search`."""
-    global _LAST
-    peer = FastPlaidPeer()
-    stats = peer.build(regions, workdir, **settings)
-    _LAST = peer
-    return stats
-
-
-def _last() -> FastPlaidPeer:
-    if _LAST is None:
-        raise RuntimeError("call fast_plaid_peer.build(...) first")
-    return _LAST
-
-
-def search(query_words: list[np.ndarray], k: int, **settings: Any) -> tuple[list[list[int]], list[float]]:
-    """Module-level :meth:`FastPlaidPeer.search` on the last built index."""
-    return _last().search(query_words, k, **settings)
-
-
-def search_batched(query_words: list[np.ndarray], k: int, **settings: Any) -> tuple[list[list[int]], float]:
-    """Module-level :meth:`FastPlaidPeer.search_batched` on the last built index."""
-    return _last().search_batched(query_words, k, **settings)

@@ -152,10 +152,14 @@ def test_default_nlist_follows_four_sqrt_rule(faiss_peer):
     assert faiss_peer.default_nlist(16_000_000) == 16384  # 4*sqrt(16M) = 16000
 
 
-def test_module_level_functions_use_the_last_build(faiss_peer, data, tmp_path):
+def test_each_peer_object_searches_its_own_build(faiss_peer, data, tmp_path):
+    # the benchmark holds one peer object per build: a later build elsewhere changes nothing
     regions, queries, _ = data
-    faiss_peer.build(regions, tmp_path, factory="Flat", progress=False, threads=1)
-    ids, lat = faiss_peer.search(queries[:2], 3, k_regions=N * R, threads=1)
+    peer = faiss_peer.FaissPeer(threads=1)
+    peer.build(regions, tmp_path / "a", factory="Flat", progress=False)
+    other = faiss_peer.FaissPeer(threads=1)
+    other.build(regions[: N // 2], tmp_path / "b", factory="Flat", progress=False)
+    ids, lat = peer.search(queries[:2], 3, k_regions=N * R, threads=1)
     assert ids == [brute_force_mrsw(regions, q, 3) for q in queries[:2]] and len(lat) == 2
 
 
