@@ -112,33 +112,47 @@ def real_cache_dir(cache_root: Path, model_fingerprint: str) -> Path:
     return Path(cache_root) / "bench" / f"scale-{model_fingerprint[:12]}-real"
 
 
+def _save_word_lists(directory: Path, stem: str, words: Sequence[np.ndarray], dim: int) -> None:
+    """One float32 [W_q, dim] array per caption, as ``{stem}_words.npy`` (all rows, caption
+    after caption) and ``{stem}_lengths.npy`` (W_q of each)."""
+    rows = np.concatenate([w.reshape(-1, dim) for w in words]) if words else np.zeros((0, dim))
+    np.save(directory / f"{stem}_words.npy", rows.astype(np.float32))
+    np.save(directory / f"{stem}_lengths.npy", np.array([w.shape[0] for w in words], dtype=np.int64))
+
+
+def _load_word_lists(directory: Path, stem: str) -> list[np.ndarray]:
+    """What :func:`_save_word_lists` wrote, split back into one array per caption."""
+    rows = np.load(directory / f"{stem}_words.npy")
+    bounds = np.concatenate([[0], np.cumsum(np.load(directory / f"{stem}_lengths.npy"))])
+    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _read_manifest(directory: Path, fmt: str) -> dict[str, Any] | None:
+    """The directory's manifest when it is complete and of format ``fmt``, else None."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    return manifest if manifest.get("format") == fmt else None
+
+
 def save_real(real: RealEmbeddings, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     np.save(directory / "regions.npy", real.regions.astype(np.float32))
-    lengths = np.array([w.shape[0] for w in real.query_words], dtype=np.int64)
-    dim = real.regions.shape[-1]
-    words = np.concatenate([w.reshape(-1, dim) for w in real.query_words]) if real.query_words else np.zeros((0, dim))
-    np.save(directory / "caption_words.npy", words.astype(np.float32))
-    np.save(directory / "caption_lengths.npy", lengths)
+    _save_word_lists(directory, "caption", real.query_words, real.regions.shape[-1])
     meta = {"format": REAL_FORMAT, "query_texts": real.query_texts, "info": real.info}
     _write_json(directory / MANIFEST, meta)
 
 
 def load_real(directory: Path) -> RealEmbeddings | None:
     """The cached real embeddings, or None when the directory holds no complete copy."""
-    manifest = directory / MANIFEST
-    if not manifest.is_file():
+    meta = _read_manifest(directory, REAL_FORMAT)
+    if meta is None:
         return None
-    meta = json.loads(manifest.read_text())
-    if meta.get("format") != REAL_FORMAT:
-        return None
-    words = np.load(directory / "caption_words.npy")
-    lengths = np.load(directory / "caption_lengths.npy")
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
     return RealEmbeddings(
         regions=np.load(directory / "regions.npy"),
         query_texts=list(meta["query_texts"]),
-        query_words=[words[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+        query_words=_load_word_lists(directory, "caption"),
         info=meta.get("info", {}),
     )
 
@@ -528,21 +542,15 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 def load_collection(directory: Path) -> ScaleCollection | None:
-    manifest_path = directory / MANIFEST
-    if not manifest_path.is_file():
+    manifest = _read_manifest(directory, FORMAT)
+    if manifest is None:
         return None
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT:
-        return None
-    words = np.load(directory / "query_words.npy")
-    lengths = np.load(directory / "query_lengths.npy")
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
     return ScaleCollection(
         path=directory,
         manifest=manifest,
         regions=np.load(directory / "regions.npy", mmap_mode="r"),
         query_texts=list(manifest["queries"]["texts"]),
-        query_words=[words[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+        query_words=_load_word_lists(directory, "query"),
         exact_top=np.load(directory / "exact_top.npy"),
         exact_scores=np.load(directory / "exact_scores.npy"),
     )
@@ -631,8 +639,7 @@ def build_collection(
     seconds["exact_scan"] = exact_info["seconds"]
     np.save(directory / "exact_top.npy", exact_ids)
     np.save(directory / "exact_scores.npy", exact_scores)
-    np.save(directory / "query_words.npy", np.concatenate(words) if words else np.zeros((0, regions.shape[-1]), np.float32))
-    np.save(directory / "query_lengths.npy", np.array([w.shape[0] for w in words], dtype=np.int64))
+    _save_word_lists(directory, "query", words, regions.shape[-1])
     manifest["queries"] = {
         "count": len(chosen),
         "available": sum(1 for w in real.query_words if w.shape[0] > 0),
