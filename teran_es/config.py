@@ -96,6 +96,9 @@ class TrainConfig:
     # Epochs at the start that sum the hinge over all negatives before hardest negatives take
     # over: a front end trained from scratch learns little from the hardest negative alone.
     all_negatives_epochs: int = 0
+    # A wholly frozen text backbone gives each caption the same hidden states every epoch:
+    # compute them once and look them up, unless they would take more than this; 0 = never.
+    text_cache_max_mb: float = 2048.0
     patience: int = 0  # stop after this many validations without a better RSUM; 0 = never
     max_minutes: float = 0.0  # stop after the epoch that passes this wall-clock budget; 0 = none
     # Checkpoints: frozen text-backbone weights are referenced rather than stored when false

@@ -189,7 +189,7 @@ def run_openmoji_demo(
         if not (checkpoint / "meta.json").is_file():
             say(
                 f"no committed model ({OPENMOJI_MODEL}) next to this installation: training one on the "
-                "train split, once (about 35 minutes on 2 CPU cores) ..."
+                "train split, once (about 16 minutes on 2 CPU cores) ..."
             )
             training = openmoji_pipeline()
             training.train.output_dir = str(root / "train")

@@ -2,8 +2,9 @@
 
 Batches are drawn per caption: every (image, caption) pair of the training split is one
 sample, shuffled each epoch, and a batch of B pairs gives a B x B score matrix whose
-diagonal holds the positives (two captions of one image in a batch count as negatives).
-The loss is the hinge triplet loss with hardest negatives, summed over the batch.
+diagonal holds the positives (another caption of the same image is never a negative).
+The loss is the hinge triplet loss with hardest negatives, summed over the batch (or
+InfoNCE, ``train.loss``). A wholly frozen text backbone runs once per caption, not per step.
 
 Optimiser: Adam or AdamW with one learning rate for the text backbone and one for the
 rest, a linear warm-up over the first iterations, step decay every ``lr_step_epochs``
@@ -42,6 +43,7 @@ from teran_es.config import PipelineConfig, TrainConfig, save_config
 from teran_es.encoding import frontend_size, image_inputs
 from teran_es.evaluation import evaluate_model
 from teran_es.features import ImageCaptionSet, open_image_set
+from teran_es.model.text_cache import TextStateCache
 
 log = logging.getLogger(__name__)
 
@@ -139,19 +141,57 @@ def collate(
     pairs: np.ndarray,
     tokenize: Callable[[list[str]], dict],
     image_size: int | None = None,
+    text_cache: TextStateCache | None = None,
 ) -> dict[str, torch.Tensor]:
     """One training batch from (image, caption) pairs [B, 2]: the images as the model takes
     them (padded regions with their mask, or pixels at ``image_size`` for a model with a
-    front end) and tokenized captions (row b of each is a positive pair)."""
+    front end) and tokenized captions (row b of each is a positive pair).
+
+    ``text_cache``: the backbone states of every caption of ``image_set`` in
+    :func:`caption_pairs` order; the batch then carries ``text_states`` as well."""
     images = [image_set.load(int(i)) for i in pairs[:, 0]]
-    texts = [image_set.captions[int(i)][int(c)] for i, c in pairs]
-    tokens = tokenize(texts)
+    if text_cache is not None:
+        tokens = text_cache.batch(caption_positions(image_set, pairs))
+    else:
+        tokens = tokenize([image_set.captions[int(i)][int(c)] for i, c in pairs])
     return {
         **image_inputs(images, image_size),
-        "input_ids": tokens["input_ids"],
-        "attention_mask": tokens["attention_mask"],
+        **tokens,
         "image_index": torch.as_tensor(pairs[:, 0], dtype=torch.long),
     }
+
+
+def caption_positions(image_set: ImageCaptionSet, pairs: np.ndarray) -> np.ndarray:
+    """Positions of (image, caption) pairs [B, 2] in :func:`caption_pairs` order: int64 [B]."""
+    counts = np.fromiter((len(c) for c in image_set.captions), dtype=np.int64, count=len(image_set.captions))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return starts[pairs[:, 0]] + pairs[:, 1]
+
+
+def build_text_cache(
+    model, image_set: ImageCaptionSet, max_mb: float, device: torch.device, progress: bool
+) -> TextStateCache | None:
+    """The frozen text backbone's states of every training caption, or None when the backbone
+    is trained, the cache is off (``max_mb`` 0) or it would not fit in ``max_mb``."""
+    if max_mb <= 0 or not model.text_backbone_frozen:
+        return None
+    captions = [image_set.captions[int(i)][int(c)] for i, c in caption_pairs(image_set)]
+    tokens = sum(int(model.tokenize(captions[s : s + 4096])["attention_mask"].sum()) for s in range(0, len(captions), 4096))
+    megabytes = tokens * model.textual.backbone.config.hidden_size * 4 / 2**20
+    if megabytes > max_mb:
+        log.info("text backbone states not cached: %.0f MB > train.text_cache_max_mb = %g", megabytes, max_mb)
+        return None
+    with tqdm(total=len(captions), desc="text states", unit="caption", disable=not progress) as bar:
+        cache = TextStateCache.build(
+            captions,
+            model.tokenize,
+            model.textual.backbone_states,
+            pad_id=model.tokenizer.pad_token_id or 0,
+            device=device,
+            progress=bar.update,
+        )
+    log.info("cached the frozen text backbone's states of %d captions (%.0f MB)", len(cache), cache.nbytes / 2**20)
+    return cache
 
 
 def _amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype, bool]:
@@ -330,6 +370,7 @@ def train(
     model.train()
     save_config(config, out / CONFIG_FILE)
 
+    text_cache = build_text_cache(model, train_set, cfg.text_cache_max_mb, device, progress)
     optimizer = build_optimizer(model, cfg)
     schedule = StepWarmupSchedule(iters_per_epoch, cfg.warmup_iters, cfg.lr_step_epochs, cfg.lr_gamma)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -399,6 +440,7 @@ def train(
                 pairs[order[step * batch_size : (step + 1) * batch_size]],
                 model.tokenize,
                 frontend_size(model),
+                text_cache,
             )
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss = _train_step(

@@ -34,8 +34,8 @@ def contrastive_loss(
     """Triplet hinge loss in both directions, summed over the batch.
 
     scores: [B, B], scores[i, j] = score(image i, sentence j); the diagonal holds the
-    positive pairs and every off-diagonal entry is a negative (two captions of one image
-    in a batch count as negatives). For each positive pair (i, i):
+    positive pairs and every off-diagonal entry is a negative, except where ``same_image``
+    [B, B] is True (another caption of the same image). For each positive pair (i, i):
     sentence direction: max(0, margin + scores[i, j] - scores[i, i]) over sentences j != i;
     image direction: max(0, margin + scores[j, i] - scores[i, i]) over images j != i.
     ``max_violation``: only the hardest negative of each direction counts; otherwise all

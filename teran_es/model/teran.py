@@ -150,7 +150,12 @@ class TERAN(nn.Module):
     def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextEmbeddings:
         """input_ids [B, T], attention_mask [B, T] -> TextEmbeddings (words [B, T, D]
         L2-normalised, mask bool [B, T] of the word pieces that are scored, global_vec [B, D])."""
-        projected = self.textual(input_ids, attention_mask)
+        return self.encode_text_states(self.textual.backbone_states(input_ids, attention_mask), attention_mask)
+
+    def encode_text_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> TextEmbeddings:
+        """Like :meth:`encode_texts`, from the text backbone's hidden states [B, T, hidden]
+        (e.g. computed once for a frozen backbone: teran_es.model.text_cache)."""
+        projected = self.textual.from_states(states, attention_mask)
         vectors = self._reason(projected, attention_mask.bool(), "text")
         mask = word_mask(attention_mask, self.config.exclude_last_word)
         return TextEmbeddings(words=vectors, mask=mask, global_vec=vectors[:, 0])
@@ -198,11 +203,13 @@ class TERAN(nn.Module):
         attention_mask: torch.Tensor | None = None,
         return_embeddings: bool = False,
         pixels: torch.Tensor | None = None,
+        text_states: torch.Tensor | None = None,
     ):
         """The B x B score matrix of a training batch (row = image, column = sentence).
 
         Images come as region features (``features``, ``boxes``, ``region_mask``) or, for a
-        model with a front end, as ``pixels``. With ``return_embeddings``: (scores,
+        model with a front end, as ``pixels``. ``text_states``: the text backbone's hidden
+        states of ``input_ids``, when already computed. With ``return_embeddings``: (scores,
         ImageEmbeddings, TextEmbeddings), e.g. for the global-vector loss.
         """
         if input_ids is None or attention_mask is None:
@@ -213,7 +220,10 @@ class TERAN(nn.Module):
             images = self.encode_images(features, boxes, region_mask)
         else:
             raise ValueError("give either pixels or features, boxes and region_mask")
-        texts = self.encode_texts(input_ids, attention_mask)
+        if text_states is not None:
+            texts = self.encode_text_states(text_states, attention_mask)
+        else:
+            texts = self.encode_texts(input_ids, attention_mask)
         scores = self.score(images, texts)
         if return_embeddings:
             return scores, images, texts

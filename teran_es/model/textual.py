@@ -114,9 +114,16 @@ class TextEncoder(nn.Module):
             )
         self.projection = nn.Linear(hidden, config.embed_dim)
 
+    def backbone_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The backbone's last hidden states [B, T, hidden] of input_ids [B, T]."""
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids [B, T], attention_mask [B, T] (1 = token, 0 = padding) -> [B, T, embed_dim]."""
-        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.from_states(self.backbone_states(input_ids, attention_mask), attention_mask)
+
+    def from_states(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The layers above the backbone: hidden states [B, T, hidden] -> [B, T, embed_dim]."""
         if self.extra is not None:
             states = self.extra(states, src_key_padding_mask=~attention_mask.bool())
         return self.projection(states)

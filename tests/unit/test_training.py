@@ -9,7 +9,9 @@ from teran_es.training import (
     StepWarmupSchedule,
     TrainingError,
     build_optimizer,
+    build_text_cache,
     caption_pairs,
+    caption_positions,
     collate,
     resolve_device,
     train,
@@ -50,6 +52,54 @@ def test_batches_and_parameter_groups(tiny_pipeline):
     assert lrs == {"text_backbone": 0.001, "rest": 0.01}
     counted = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
     assert counted == sum(p.numel() for p in model.parameters())
+
+
+def test_caption_positions_follow_caption_pairs(tiny_pipeline):
+    from teran_es.features import open_image_set
+
+    images = open_image_set(tiny_pipeline().data, "train", limit=6)
+    images.captions[2] = images.captions[2][:2]  # ragged: one image with fewer captions
+    pairs = caption_pairs(images)
+    order = {(int(i), int(c)): n for n, (i, c) in enumerate(pairs)}
+    picked = pairs[[0, 11, 7, 7, len(pairs) - 1]]
+    assert caption_positions(images, picked).tolist() == [order[(int(i), int(c))] for i, c in picked]
+
+
+def test_text_cache_only_for_a_wholly_frozen_backbone_that_fits(tiny_pipeline):
+    from teran_es.features import open_image_set
+    from teran_es.model.teran import TERAN
+
+    frozen = tiny_pipeline("model.text_trainable_layers=0")
+    images = open_image_set(frozen.data, "train", limit=4)
+    model = TERAN(frozen.model)
+    cpu = torch.device("cpu")
+    cache = build_text_cache(model, images, 64, cpu, progress=False)
+    assert cache is not None and len(cache) == len(caption_pairs(images))
+    pairs = caption_pairs(images)[[0, 7, 19]]
+    cached, plain = collate(images, pairs, model.tokenize, text_cache=cache), collate(images, pairs, model.tokenize)
+    assert torch.equal(cached["input_ids"], plain["input_ids"]) and "text_states" not in plain
+    assert build_text_cache(model, images, 0, cpu, progress=False) is None  # switched off
+    size_mb = cache.nbytes / 2**20
+    assert build_text_cache(model, images, size_mb * 0.9, cpu, progress=False) is None  # too big
+    assert build_text_cache(model, images, size_mb * 1.1, cpu, progress=False) is not None
+    trained = TERAN(tiny_pipeline("model.text_trainable_layers=1").model)
+    assert build_text_cache(trained, images, 64, cpu, progress=False) is None
+
+
+def test_training_with_cached_text_states_equals_running_the_backbone(tiny_pipeline, tmp_path, caplog):
+    caplog.set_level("INFO", logger="teran_es.training")
+    runs = {}
+    for name, budget in (("cached", 64), ("plain", 0)):
+        runs[name] = train(
+            tiny_pipeline(
+                "model.text_trainable_layers=0", f"train.text_cache_max_mb={budget}", output_dir=tmp_path / name
+            ),
+            progress=False,
+        )
+    losses = {name: [r["loss"] for r in read_metrics(tmp_path / name) if r["event"] == "train"] for name in runs}
+    assert losses["cached"] == pytest.approx(losses["plain"], rel=1e-4)
+    assert runs["cached"].best_rsum == pytest.approx(runs["plain"].best_rsum, abs=0.5)
+    assert sum("cached the frozen text backbone's states" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_training_learns_and_writes_run(tiny_pipeline, tmp_path):
