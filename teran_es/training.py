@@ -3,8 +3,8 @@
 Batches are drawn per caption: every (image, caption) pair of the training split is one
 sample, shuffled each epoch, and a batch of B pairs gives a B x B score matrix whose
 diagonal holds the positives (another caption of the same image is never a negative).
-The loss is the hinge triplet loss with hardest negatives, summed over the batch (or
-InfoNCE, ``train.loss``). A wholly frozen text backbone runs once per caption, not per step.
+The loss is the hinge triplet loss over the hardest negatives or all of them
+(``train.max_violation``), summed over the batch, or InfoNCE (``train.loss``). A wholly frozen text backbone runs once per caption, not per step.
 
 Optimiser: Adam or AdamW with one learning rate for the text backbone and one for the
 rest, a linear warm-up over the first iterations, step decay every ``lr_step_epochs``
