@@ -78,23 +78,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _load_util():
-    try:
-        from . import _util  # imported as the package ``peers``
-    except ImportError:  # imported as a top-level module (file path, or benchmarks/peers on sys.path)
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location(
-            "_teran_peers_util", Path(__file__).with_name("_util.py")
-        )
-        _util = importlib.util.module_from_spec(spec)
-        sys.modules.setdefault("_teran_peers_util", _util)
-        spec.loader.exec_module(_util)
-    return _util
-
-
-_util = _load_util()
+from . import _util
 
 FLAT_MAX_VECTORS = 200_000
 HNSW_QUANTIZER_FROM_NLIST = 8192

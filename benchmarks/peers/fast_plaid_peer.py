@@ -59,23 +59,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _load_util():
-    try:
-        from . import _util  # imported as the package ``peers``
-    except ImportError:  # imported as a top-level module (file path, or benchmarks/peers on sys.path)
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location(
-            "_teran_peers_util", Path(__file__).with_name("_util.py")
-        )
-        _util = importlib.util.module_from_spec(spec)
-        sys.modules.setdefault("_teran_peers_util", _util)
-        spec.loader.exec_module(_util)
-    return _util
-
-
-_util = _load_util()
+from . import _util
 
 WORKER = Path(__file__).resolve().with_name("fast_plaid_worker.py")
 VENV_ENV_VAR = "TERAN_ES_FAST_PLAID_VENV"

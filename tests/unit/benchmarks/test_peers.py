@@ -3,7 +3,7 @@ fast-plaid in its own virtual environment. Tiny sizes only (200 images x 4 regio
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 
@@ -15,15 +15,10 @@ N, R, D = 200, 4, 32
 
 
 def _load(name: str):
-    """Import benchmarks/peers/<name>.py by path (benchmarks/ is not a package on sys.path)."""
-    mod_name = f"_teran_test_peers_{name}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, PEERS_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import benchmarks/peers/<name>.py as the package ``peers``, as the benchmarks do."""
+    if str(PEERS_DIR.parent) not in sys.path:
+        sys.path.insert(0, str(PEERS_DIR.parent))
+    return importlib.import_module(f"peers.{name}")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
