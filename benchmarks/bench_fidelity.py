@@ -106,10 +106,9 @@ def main(argv: list[str] | None = None) -> None:
             config.quantizer.pooling = pooling
             config.quantizer.gamma = args.gamma
             config.quantizer.doc_gamma = args.doc_gamma
-            ingestor = Ingestor(config, model=model)
-            t = time.perf_counter()
-            report = ingestor.ingest(records, batch_size=64)
-            ingestor.close()
+            with Ingestor(config, model=model) as ingestor:
+                t = time.perf_counter()
+                report = ingestor.ingest(records, batch_size=64)
             ingest_seconds = time.perf_counter() - t
             searcher = Searcher.open(config, model=model)
             exact_ms, exact_top = [], []

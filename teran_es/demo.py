@@ -105,12 +105,8 @@ def run_synthetic_demo(
         train(config, progress=True)
     timings["train"] = time.perf_counter() - t
     t = time.perf_counter()
-    ingestor = Ingestor(config)
-    try:
-        records = ColumnarReader(root / "data", on_error="skip").iter_records("test")
-        report = ingestor.ingest(records)
-    finally:
-        ingestor.close()
+    with Ingestor(config) as ingestor:
+        report = ingestor.ingest(ColumnarReader(root / "data", on_error="skip").iter_records("test"))
     timings["ingest"] = time.perf_counter() - t
     say(f"collection: {report.total_in_store} images in the embedded index at {config.resolved_workdir()}")
     searcher = Searcher.open(config)
@@ -201,12 +197,11 @@ def run_openmoji_demo(
     config = openmoji_demo_config(root, collection_dir, checkpoint)
     t = time.perf_counter()
     images = list(iter_openmoji_images(collection_dir))
-    ingestor = Ingestor(config)
-    try:
-        with tqdm(total=len(images), desc="ingest", unit="img", disable=not progress) as bar:
-            report = ingestor.ingest(images, batch_size=128, progress=bar)
-    finally:
-        ingestor.close()
+    with (
+        Ingestor(config) as ingestor,
+        tqdm(total=len(images), desc="ingest", unit="img", disable=not progress) as bar,
+    ):
+        report = ingestor.ingest(images, batch_size=128, progress=bar)
     timings["ingest"] = time.perf_counter() - t
     say(
         f"collection: {report.total_in_store} OpenMoji images, all splits (the whole collection is what "

@@ -460,6 +460,12 @@ class Ingestor:
         if self.index is not None:
             self.index.close()
 
+    def __enter__(self) -> Ingestor:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
 
 def _pad_to(regions: np.ndarray, mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     if regions.shape[1] == width:

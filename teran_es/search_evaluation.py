@@ -71,16 +71,13 @@ def evaluate_search_pipeline(
     )
     top = max(ks)
     t = time.perf_counter()
-    ingestor = Ingestor(config, model=model)
-    try:
+    with Ingestor(config, model=model) as ingestor:
         own = set(image_set.image_ids)
         images = itertools.chain(
             (image_set.load(i) for i in range(len(image_set))),
             (r for r in distractors if r.image_id not in own),
         )
         report = ingestor.ingest(images, batch_size=128)
-    finally:
-        ingestor.close()
     ingest = {
         "seconds": round(time.perf_counter() - t, 3),
         "images": report.total_in_store,

@@ -97,11 +97,8 @@ def ingest_tiny(synthetic_dataset):
         torch.manual_seed(seed)
         model = build_model(config.model).eval()
         records = list(ColumnarReader(synthetic_dataset.data_path).iter_records())[:n]
-        ingestor = Ingestor(config, model=model)
-        try:
+        with Ingestor(config, model=model) as ingestor:
             report = ingestor.ingest(records)
-        finally:
-            ingestor.close()
         return model, records, report
 
     return run

@@ -60,25 +60,21 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     # The client logs each connection it revives at WARNING; retries are reported by the index.
     logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     try:
-        ingestor = Ingestor(config)
-        if retry_failed:
-            try:
+        with Ingestor(config) as ingestor:
+            if retry_failed:
                 retried = ingestor.retry_failed()
-            finally:
-                ingestor.close()
+            else:
+                records = iter_source_records(
+                    source,
+                    split=split,
+                    feature_dim=ingestor.model.config.region_feature_dim,
+                    on_error=ingestor.note_bad_record,
+                )
+                with tqdm(desc="ingest", unit="img", file=sys.stderr, disable=None) as bar:
+                    report = ingestor.ingest(records, batch_size=batch_size, progress=bar)
+        if retry_failed:
             _report_retry(config, retried, as_json)
             return
-        records = iter_source_records(
-            source,
-            split=split,
-            feature_dim=ingestor.model.config.region_feature_dim,
-            on_error=ingestor.note_bad_record,
-        )
-        with tqdm(desc="ingest", unit="img", file=sys.stderr, disable=None) as bar:
-            try:
-                report = ingestor.ingest(records, batch_size=batch_size, progress=bar)
-            finally:
-                ingestor.close()
     except (
         UnsupportedSourceError,
         ExtractorError,

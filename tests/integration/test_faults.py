@@ -80,11 +80,8 @@ def collection(tmp_path_factory):
 
 
 def run_ingest(config, records):
-    ingestor = Ingestor(config)
-    try:
+    with Ingestor(config) as ingestor:
         return ingestor.ingest(records)
-    finally:
-        ingestor.close()
 
 
 def cli_command(*args) -> list[str]:
@@ -206,14 +203,13 @@ def test_elasticsearch_killed_mid_ingest_then_restarted_loses_and_duplicates_not
         ],
     )
     killer = KillWhenIndexed(state, after=IMAGES // 3)
-    ingestor = Ingestor(config)
-    try:
-        killer.start()
-        with pytest.raises(IndexUnavailableError, match="Elasticsearch"):
-            ingestor.ingest(collection.records)
-    finally:
-        killer.stop()
-        ingestor.close()
+    with Ingestor(config) as ingestor:
+        try:
+            killer.start()
+            with pytest.raises(IndexUnavailableError, match="Elasticsearch"):
+                ingestor.ingest(collection.records)
+        finally:
+            killer.stop()
     assert killer.indexed_at_kill is not None and killer.indexed_at_kill < IMAGES
     wait_until_dead(state)
 

@@ -85,11 +85,8 @@ def backend_config(base, backend: str, workdir: Path, index_name: str, es_settin
 def run_ingest(config, model, images):
     from teran_es.indexer import Ingestor
 
-    ingestor = Ingestor(config, model=model)
-    try:
+    with Ingestor(config, model=model) as ingestor:
         return ingestor.ingest(images, batch_size=128)
-    finally:
-        ingestor.close()
 
 
 @pytest.fixture(scope="module")

@@ -44,11 +44,8 @@ def pipelines(synthetic_dataset, tiny_pipeline, tmp_path, es_url, index_name, es
 
 
 def run_ingest(config, model, records):
-    ingestor = Ingestor(config, model=model)
-    try:
+    with Ingestor(config, model=model) as ingestor:
         return ingestor.ingest(records, batch_size=32)
-    finally:
-        ingestor.close()
 
 
 def test_both_backends_give_the_same_hits(pipelines):

@@ -46,11 +46,8 @@ def collection(synthetic_dataset, tiny_pipeline, tmp_path):
 
 
 def ingest(config, model, records):
-    ingestor = Ingestor(config, model=model)
-    try:
+    with Ingestor(config, model=model) as ingestor:
         return ingestor.ingest(records, batch_size=32)
-    finally:
-        ingestor.close()
 
 
 @pytest.mark.parametrize("pooling", ["sum", "max", "region"])
@@ -111,6 +108,17 @@ def test_reingest_is_idempotent_and_resumes(collection):
     assert resumed.indexed_from_store == 10
     assert resumed.encoded == len(records) - 50
     assert resumed.total_in_index == resumed.total_in_store == len(records)
+
+
+def test_an_ingestor_block_that_raises_still_commits_and_releases(collection):
+    config, model, records = collection("sum")
+    with pytest.raises(RuntimeError, match="after the ingest"):
+        with Ingestor(config, model=model) as ingestor:
+            ingestor.ingest(records[:30], batch_size=32)
+            raise RuntimeError("after the ingest")
+    # closed on the way out: the next writer gets the index, and finds every image committed
+    again = ingest(config, model, records[:30])
+    assert (again.encoded, again.skipped_existing, again.total_in_index) == (0, 30, 30)
 
 
 def test_search_refuses_a_collection_built_by_another_model(collection):

@@ -157,11 +157,8 @@ def test_ingest_a_folder_skips_what_does_not_decode_and_searches(trained, collec
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     assert describe_source(folder) == "images"
     config.workdir = str(tmp_path / "work")
-    ingestor = Ingestor(config)
-    try:
+    with Ingestor(config) as ingestor:
         report = ingestor.ingest(iter_source_records(folder), batch_size=4)
-    finally:
-        ingestor.close()
     assert report.seen == 11 and report.skipped_bad == 1 and report.total_in_store == 10
     skipped = [json.loads(line) for line in (tmp_path / "work" / "skipped.jsonl").read_text().splitlines()]
     assert [s["id"] for s in skipped] == ["broken.png"] and "broken.png" in skipped[0]["reason"]
@@ -194,12 +191,9 @@ def test_ingest_the_collection_with_captions(trained, collection, tmp_path):
     config, _ = trained
     assert describe_source(collection) == "openmoji"
     config.workdir = str(tmp_path / "work")
-    ingestor = Ingestor(config)
-    try:
+    with Ingestor(config) as ingestor:
         report = ingestor.ingest(iter_source_records(collection, split="val"))
         doc = ingestor._open_index().get("shape-003")
-    finally:
-        ingestor.close()
     assert report.seen == 9 and report.skipped_bad == 0 and report.total_in_store == 9
     assert doc is not None and doc.caption == "a red square" and doc.path.endswith("003.png")
 
@@ -210,12 +204,9 @@ def test_a_model_without_front_end_needs_an_extractor(trained, collection, tmp_p
 
     config, _ = trained
     config.workdir = str(tmp_path / "work")
-    ingestor = Ingestor(config, model=make_tiny_model())
-    try:
+    with Ingestor(config, model=make_tiny_model()) as ingestor:
         with pytest.raises(ValueError, match="no image front end"):
             ingestor.ingest(iter_source_records(collection, split="val"))
-    finally:
-        ingestor.close()
 
 
 @pytest.fixture

@@ -36,11 +36,8 @@ def ingested(tiny_pipeline, tmp_path, ingest_tiny, tiny_quantizer):
 
 
 def retry(config, model):
-    ingestor = Ingestor(config, model=model)
-    try:
+    with Ingestor(config, model=model) as ingestor:
         return ingestor.retry_failed()
-    finally:
-        ingestor.close()
 
 
 def test_retry_indexes_what_failed_and_keeps_only_what_cannot_be_rebuilt(ingested):
