@@ -43,7 +43,7 @@ from teran_es.config import PipelineConfig, TrainConfig, save_config
 from teran_es.encoding import frontend_size, image_inputs
 from teran_es.evaluation import evaluate_model
 from teran_es.features import ImageCaptionSet, open_image_set
-from teran_es.model.text_cache import TextStateCache
+from teran_es.model.text_cache import TextStateCache, tokenize_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +176,15 @@ def build_text_cache(
     if max_mb <= 0 or not model.text_backbone_frozen:
         return None
     captions = [image_set.captions[int(i)][int(c)] for i, c in caption_pairs(image_set)]
-    tokens = sum(int(model.tokenize(captions[s : s + 4096])["attention_mask"].sum()) for s in range(0, len(captions), 4096))
+    batches = tokenize_in_batches(captions, model.tokenize)
+    tokens = sum(int(batch["attention_mask"].sum()) for batch in batches)
     megabytes = tokens * model.textual.backbone.config.hidden_size * 4 / 2**20
     if megabytes > max_mb:
         log.info("text backbone states not cached: %.0f MB > train.text_cache_max_mb = %g", megabytes, max_mb)
         return None
     with tqdm(total=len(captions), desc="text states", unit="caption", disable=not progress) as bar:
         cache = TextStateCache.build(
-            captions,
-            model.tokenize,
+            batches,
             model.textual.backbone_states,
             pad_id=model.tokenizer.pad_token_id or 0,
             device=device,

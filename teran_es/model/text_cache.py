@@ -35,21 +35,18 @@ class TextStateCache:
     @classmethod
     def build(
         cls,
-        captions: Sequence[str],
-        tokenize: Callable[[list[str]], dict[str, torch.Tensor]],
+        token_batches: Sequence[dict[str, torch.Tensor]],
         backbone_states: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         pad_id: int = 0,
-        batch_size: int = 256,
         device: torch.device | str = "cpu",
         progress: Callable[[int], None] | None = None,
     ) -> TextStateCache:
-        """Run ``backbone_states(input_ids, attention_mask) -> [B, T, H]`` over ``captions``
-        in batches and keep each caption's unpadded ids [T_i] and float32 states [T_i, H] on the CPU."""
+        """Run ``backbone_states(input_ids, attention_mask) -> [B, T, H]`` over tokenized
+        batches (:func:`tokenize_in_batches`) and keep each caption's unpadded ids [T_i] and
+        float32 states [T_i, H] on the CPU, in order."""
         ids: list[torch.Tensor] = []
         states: list[torch.Tensor] = []
-        for start in range(0, len(captions), batch_size):
-            chunk = list(captions[start : start + batch_size])
-            tokens = tokenize(chunk)
+        for tokens in token_batches:
             with torch.inference_mode():
                 hidden = backbone_states(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
             hidden = hidden.float().cpu()
@@ -58,7 +55,7 @@ class TextStateCache:
                 ids.append(tokens["input_ids"][row, :length].clone())
                 states.append(hidden[row, :length].clone())
             if progress is not None:
-                progress(len(chunk))
+                progress(len(lengths))
         return cls(ids, states, pad_id)
 
     def batch(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -78,3 +75,10 @@ class TextStateCache:
             attention_mask[row, :length] = 1
             text_states[row, :length] = self.states[p]
         return {"input_ids": input_ids, "attention_mask": attention_mask, "text_states": text_states}
+
+
+def tokenize_in_batches(
+    captions: Sequence[str], tokenize: Callable[[list[str]], dict[str, torch.Tensor]], batch_size: int = 256
+) -> list[dict[str, torch.Tensor]]:
+    """``tokenize`` over ``captions``, ``batch_size`` at a time (each batch padded to its longest)."""
+    return [tokenize(list(captions[s : s + batch_size])) for s in range(0, len(captions), batch_size)]

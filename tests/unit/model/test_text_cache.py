@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from teran_es.model.text_cache import TextStateCache
+from teran_es.model.text_cache import TextStateCache, tokenize_in_batches
 
 CAPTIONS = ["a dog runs on the grass .", "cats", "the red car on the street with a ball .", "a man", "ball"]
 
 
 def test_cached_batch_equals_the_backbone_on_the_padded_batch(make_model):
     model = make_model(text_trainable_layers=0)
-    cache = TextStateCache.build(
-        CAPTIONS, model.tokenize, model.textual.backbone_states, pad_id=model.tokenizer.pad_token_id, batch_size=2
-    )
+    batches = tokenize_in_batches(CAPTIONS, model.tokenize, batch_size=2)
+    assert [len(b["input_ids"]) for b in batches] == [2, 2, 1]
+    cache = TextStateCache.build(batches, model.textual.backbone_states, pad_id=model.tokenizer.pad_token_id)
     assert len(cache) == len(CAPTIONS)
     for picked in ([0, 1, 2], [3, 4], [4, 2, 2, 0]):
         cached = cache.batch(picked)
@@ -33,7 +33,7 @@ def test_cached_batch_equals_the_backbone_on_the_padded_batch(make_model):
 
 def test_an_empty_batch_is_refused(make_model):
     model = make_model(text_trainable_layers=0)
-    cache = TextStateCache.build(CAPTIONS[:2], model.tokenize, model.textual.backbone_states)
+    cache = TextStateCache.build(tokenize_in_batches(CAPTIONS[:2], model.tokenize), model.textual.backbone_states)
     with pytest.raises(ValueError, match="no captions"):
         cache.batch([])
     with pytest.raises(ValueError, match="2 token sequences but 1"):
