@@ -142,16 +142,20 @@ def collate(
     tokenize: Callable[[list[str]], dict],
     image_size: int | None = None,
     text_cache: TextStateCache | None = None,
+    positions: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """One training batch from (image, caption) pairs [B, 2]: the images as the model takes
     them (padded regions with their mask, or pixels at ``image_size`` for a model with a
     front end) and tokenized captions (row b of each is a positive pair).
 
     ``text_cache``: the backbone states of every caption of ``image_set`` in
-    :func:`caption_pairs` order; the batch then carries ``text_states`` as well."""
+    :func:`caption_pairs` order, and ``positions`` [B]: where ``pairs`` stand in that order;
+    the batch then carries ``text_states`` as well."""
     images = [image_set.load(int(i)) for i in pairs[:, 0]]
     if text_cache is not None:
-        tokens = text_cache.batch(caption_positions(image_set, pairs))
+        if positions is None or len(positions) != len(pairs):
+            raise ValueError("a text cache needs the positions of the pairs in caption_pairs order")
+        tokens = text_cache.batch(positions)
     else:
         tokens = tokenize([image_set.captions[int(i)][int(c)] for i, c in pairs])
     return {
@@ -159,13 +163,6 @@ def collate(
         **tokens,
         "image_index": torch.as_tensor(pairs[:, 0], dtype=torch.long),
     }
-
-
-def caption_positions(image_set: ImageCaptionSet, pairs: np.ndarray) -> np.ndarray:
-    """Positions of (image, caption) pairs [B, 2] in :func:`caption_pairs` order: int64 [B]."""
-    counts = np.fromiter((len(c) for c in image_set.captions), dtype=np.int64, count=len(image_set.captions))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return starts[pairs[:, 0]] + pairs[:, 1]
 
 
 def build_text_cache(
@@ -435,13 +432,8 @@ def train(
         )
         window_loss, window_pairs, window_start = 0.0, 0, time.perf_counter()
         for step in range(iters_per_epoch):
-            batch = collate(
-                train_set,
-                pairs[order[step * batch_size : (step + 1) * batch_size]],
-                model.tokenize,
-                frontend_size(model),
-                text_cache,
-            )
+            picked = order[step * batch_size : (step + 1) * batch_size]
+            batch = collate(train_set, pairs[picked], model.tokenize, frontend_size(model), text_cache, picked)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss = _train_step(
                 model,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,6 @@ from teran_es.training import (
     build_optimizer,
     build_text_cache,
     caption_pairs,
-    caption_positions,
     collate,
     resolve_device,
     train,
@@ -54,17 +54,6 @@ def test_batches_and_parameter_groups(tiny_pipeline):
     assert counted == sum(p.numel() for p in model.parameters())
 
 
-def test_caption_positions_follow_caption_pairs(tiny_pipeline):
-    from teran_es.features import open_image_set
-
-    images = open_image_set(tiny_pipeline().data, "train", limit=6)
-    images.captions[2] = images.captions[2][:2]  # ragged: one image with fewer captions
-    pairs = caption_pairs(images)
-    order = {(int(i), int(c)): n for n, (i, c) in enumerate(pairs)}
-    picked = pairs[[0, 11, 7, 7, len(pairs) - 1]]
-    assert caption_positions(images, picked).tolist() == [order[(int(i), int(c))] for i, c in picked]
-
-
 def test_text_cache_only_for_a_wholly_frozen_backbone_that_fits(tiny_pipeline):
     from teran_es.features import open_image_set
     from teran_es.model.teran import TERAN
@@ -73,11 +62,16 @@ def test_text_cache_only_for_a_wholly_frozen_backbone_that_fits(tiny_pipeline):
     images = open_image_set(frozen.data, "train", limit=4)
     model = TERAN(frozen.model)
     cpu = torch.device("cpu")
+    images.captions[2] = images.captions[2][:2]  # ragged: one image with fewer captions
     cache = build_text_cache(model, images, 64, cpu, progress=False)
     assert cache is not None and len(cache) == len(caption_pairs(images))
-    pairs = caption_pairs(images)[[0, 7, 19]]
-    cached, plain = collate(images, pairs, model.tokenize, text_cache=cache), collate(images, pairs, model.tokenize)
+    picked = np.array([0, 11, 7, 7, len(cache) - 1])
+    pairs = caption_pairs(images)[picked]
+    cached = collate(images, pairs, model.tokenize, text_cache=cache, positions=picked)
+    plain = collate(images, pairs, model.tokenize)
     assert torch.equal(cached["input_ids"], plain["input_ids"]) and "text_states" not in plain
+    with pytest.raises(ValueError, match="positions"):
+        collate(images, pairs, model.tokenize, text_cache=cache)
     assert build_text_cache(model, images, 0, cpu, progress=False) is None  # switched off
     size_mb = cache.nbytes / 2**20
     assert build_text_cache(model, images, size_mb * 0.9, cpu, progress=False) is None  # too big
