@@ -2,6 +2,7 @@
 
     python benchmarks/bench_model.py                      # everything, CPU
     python benchmarks/bench_model.py --what scores --device cuda
+    python benchmarks/bench_model.py --what padding --threads 1 --out benchmarks/results/model-padding.json
 
 Writes benchmarks/results/model.json (with the machine it ran on) and prints the numbers.
 Inputs are random (seeded): features, boxes and captions for training, unit vectors for
@@ -14,6 +15,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -164,9 +166,43 @@ def bench_scores(
     }
 
 
+def bench_padding_fill(
+    images: int, regions: int, dim: int, words: int, repeats: int, device: torch.device, kind: str
+) -> dict:
+    """The exact scan of one query (``chunked_scores``, images x 1 sentence), with every region
+    valid against the same vectors with the last region of each image padded, interleaved
+    ``repeats`` times. Padding costs a fill of the region tensor before the product (so that
+    no mask is needed inside it); with nothing padded that fill is skipped."""
+    gen = torch.Generator().manual_seed(0)
+    region_vectors = torch.nn.functional.normalize(torch.randn(images, regions, dim, generator=gen), dim=-1)
+    word_vectors = torch.nn.functional.normalize(torch.randn(1, words, dim, generator=gen), dim=-1)
+    word_mask = torch.ones(1, words, dtype=torch.bool)
+    masks = {"nothing_padded": torch.ones(images, regions, dtype=torch.bool)}
+    masks["last_region_padded"] = masks["nothing_padded"].clone()
+    masks["last_region_padded"][:, -1] = False
+    seconds: dict[str, list[float]] = {name: [] for name in masks}
+    for repeat in range(repeats + 1):  # the first round warms up and is not kept
+        for name, mask in masks.items():
+            started = time.perf_counter()
+            chunked_scores(region_vectors, mask, word_vectors, word_mask, kind, device=device)
+            if repeat:
+                seconds[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    return {
+        "images": images,
+        "regions": regions,
+        "dim": dim,
+        "words": words,
+        "repeats": repeats,
+        "kind": kind,
+        "median_ms": {name: round(1000 * value, 2) for name, value in medians.items()},
+        "padded_over_unpadded": round(medians["last_region_padded"] / medians["nothing_padded"], 2),
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--what", choices=["all", "params", "train", "scores"], default="all")
+    parser.add_argument("--what", choices=["all", "params", "train", "scores", "padding"], default="all")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument(
@@ -181,6 +217,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--words", type=int, default=12)
     parser.add_argument("--kind", default="MrSw")
     parser.add_argument("--max-bytes", type=int, default=256 * 2**20)
+    parser.add_argument("--scan-images", type=int, default=8192, help="images of --what padding's exact scan")
+    parser.add_argument("--scan-regions", type=int, default=16)
+    parser.add_argument("--scan-dim", type=int, default=256)
+    parser.add_argument("--scan-words", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds of --what padding")
     parser.add_argument("--out", default="benchmarks/results/model.json")
     return parser.parse_args(argv)
 
@@ -217,6 +258,15 @@ def main(argv: list[str] | None = None) -> dict:
         results["chunked_scores"] = record
         print(
             f"chunked_scores {args.images}x{args.captions}: {record['seconds']} s ({record['gflops']} GFLOP/s)"
+        )
+    if args.what in ("all", "padding"):
+        record = bench_padding_fill(
+            args.scan_images, args.scan_regions, args.scan_dim, args.scan_words, args.repeats, device, args.kind
+        )
+        results["padding_fill"] = record
+        print(
+            f"exact scan of one query, {args.scan_images} images: median {record['median_ms']} ms; "
+            f"padded / unpadded {record['padded_over_unpadded']}x"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

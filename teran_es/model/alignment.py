@@ -90,8 +90,11 @@ def _fill_padding(vectors: torch.Tensor, mask: torch.Tensor, zero: bool) -> torc
     ``zero``: padded vectors become 0, so their entries of A are 0 (reference padding, and
     sums). Otherwise they become a copy of the item's first valid vector: a duplicate never
     changes a max, so the max over that axis equals the max over the valid entries only.
-    Items with no valid entry get zeros either way.
+    Items with no valid entry get zeros either way. With nothing padded (a grid front end,
+    or a store of equal region counts) the vectors are returned as they are: no copy.
     """
+    if bool(mask.all()):
+        return vectors
     if zero:
         return torch.where(
             mask.unsqueeze(-1), vectors, torch.zeros((), dtype=vectors.dtype, device=vectors.device)

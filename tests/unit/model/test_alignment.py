@@ -84,6 +84,16 @@ def test_pairwise_matches_naive(kind, padding):
     torch.testing.assert_close(got, naive_scores(*inputs, kind, padding), rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("kind", SCORE_KINDS)
+def test_pairwise_with_nothing_padded_matches_naive(kind, padding):
+    # every mask full: the padding fill is skipped, the scores must not change
+    regions, region_mask, words, word_mask = random_inputs(4, 3, 5, 6, 8, seed=7)
+    inputs = (regions, torch.ones_like(region_mask), words, torch.ones_like(word_mask))
+    got = pairwise_scores(*inputs, kind=kind, padding=padding)
+    torch.testing.assert_close(got, naive_scores(*inputs, kind, padding), rtol=0, atol=1e-10)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     n=st.integers(1, 4),
