@@ -147,6 +147,81 @@ def test_download_without_maven_says_what_to_install(tmp_path, monkeypatch):
         local.download("9.5.4", local.server_paths(tmp_path), log=lambda _m: None)
 
 
+def fake_maven(tmp_path, payload: bytes, checksums_served: bool):
+    """An ``mvn`` that copies ``payload`` as the zip; with ``-C`` (strict checksums) it fails the way
+    Maven does when Maven Central serves no checksum files, unless ``checksums_served``."""
+    calls = tmp_path / "calls.txt"
+    source = tmp_path / "payload.zip"
+    source.write_bytes(payload)
+    script = tmp_path / "bin" / "mvn"
+    script.parent.mkdir()
+    strict_fails = "" if checksums_served else (
+        'case " $* " in *" -C "*) echo "Checksum validation failed, no checksums available"; exit 1;; esac\n'
+    )
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {calls}\n'
+        + strict_fails
+        + 'for a in "$@"; do case "$a" in -DoutputDirectory=*) out="${a#-DoutputDirectory=}";; esac; done\n'
+        + f'cp {source} "$out/elasticsearch-0.0.1.zip"\n'
+    )
+    script.chmod(0o755)
+    return str(script), calls
+
+
+def zip_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("elasticsearch-0.0.1/bin/elasticsearch", "#!/bin/sh\n")
+    return buffer.getvalue()
+
+
+def test_download_retries_then_checks_an_unchecked_fetch_against_the_pinned_digest(tmp_path, monkeypatch):
+    import hashlib
+
+    payload = zip_bytes()
+    mvn, calls = fake_maven(tmp_path, payload, checksums_served=False)
+    monkeypatch.setattr(local.shutil, "which", lambda name: mvn)
+    monkeypatch.setattr(local, "FETCH_BACKOFF_S", 0.0)
+    monkeypatch.setattr(local, "PINNED_SHA256", {"0.0.1": hashlib.sha256(payload).hexdigest()})
+    messages = []
+    target = local.download("0.0.1", local.server_paths(tmp_path / "cache"), log=messages.append)
+    assert target.read_bytes() == payload
+    flags = [line.split()[2] for line in calls.read_text().splitlines()]
+    assert flags == ["-C"] * local.FETCH_ATTEMPTS + ["-c"]  # strict attempts first, then one unchecked
+    assert any("pinned" in m for m in messages)
+
+
+def test_download_deletes_an_unchecked_fetch_whose_digest_differs(tmp_path, monkeypatch):
+    mvn, _ = fake_maven(tmp_path, zip_bytes(), checksums_served=False)
+    monkeypatch.setattr(local.shutil, "which", lambda name: mvn)
+    monkeypatch.setattr(local, "FETCH_BACKOFF_S", 0.0)
+    monkeypatch.setattr(local, "PINNED_SHA256", {"0.0.1": "0" * 64})
+    paths = local.server_paths(tmp_path / "cache")
+    with pytest.raises(local.LocalServerError, match="is not the pinned"):
+        local.download("0.0.1", paths, log=lambda _m: None)
+    assert not (paths.downloads / "elasticsearch-0.0.1.zip").exists()
+
+
+def test_download_without_checksums_or_a_pinned_digest_is_refused(tmp_path, monkeypatch):
+    mvn, calls = fake_maven(tmp_path, zip_bytes(), checksums_served=False)
+    monkeypatch.setattr(local.shutil, "which", lambda name: mvn)
+    monkeypatch.setattr(local, "FETCH_BACKOFF_S", 0.0)
+    monkeypatch.setattr(local, "PINNED_SHA256", {})
+    with pytest.raises(local.LocalServerError, match="after 3 attempts.*start` again"):
+        local.download("0.0.1", local.server_paths(tmp_path / "cache"), log=lambda _m: None)
+    assert all(" -C " in f" {line} " for line in calls.read_text().splitlines())  # never unchecked
+
+
+def test_download_with_checksums_served_needs_one_strict_fetch(tmp_path, monkeypatch):
+    mvn, calls = fake_maven(tmp_path, zip_bytes(), checksums_served=True)
+    monkeypatch.setattr(local.shutil, "which", lambda name: mvn)
+    local.download("0.0.1", local.server_paths(tmp_path / "cache"), log=lambda _m: None)
+    assert [line.split()[2] for line in calls.read_text().splitlines()] == ["-C"]
+
+
 def test_state_round_trip_and_status_without_a_server(tmp_path):
     assert local.read_state(tmp_path) is None
     current = local.status(tmp_path)
