@@ -446,7 +446,7 @@ def translated_errors(action: str, where: str, index: str | None = None) -> Iter
 
 def _hits(raw: Sequence[Mapping[str, Any]]) -> list[IndexHit]:
     # Elasticsearch breaks score ties by internal document number; the protocol breaks them by id.
-    hits = [IndexHit(id=h["_id"], score=float(h["_score"])) for h in raw]
+    hits = [IndexHit(id=h["fields"][es_queries.ID_FIELD][0], score=float(h["_score"])) for h in raw]
     hits.sort(key=lambda h: (-h.score, h.id))
     return hits
 

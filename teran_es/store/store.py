@@ -65,12 +65,6 @@ LOCK_NAME = ".lock"
 # List offsets are int32: shard_size * inputs.MAX_REGIONS_PER_ITEM must stay below 2**31.
 MAX_SHARD_SIZE = 65536
 _MISSING_SHOWN = 5
-# torch runs an element-wise kernel on its thread pool once it has more than
-# at::internal::GRAIN_SIZE = 32768 elements. One image (36 x 1024) is just above that, so the
-# pool would be woken once per image; on a busy machine each of those regions waits for a
-# descheduled worker (measured on 2 shared cores at load ~7: 300-900 ms per 1,000-image
-# get_many instead of 40 ms). Copies are cut into pieces the calling thread runs alone.
-_SERIAL_ELEMENTS = 32768
 
 
 class AddResult(NamedTuple):
@@ -299,18 +293,9 @@ class FeatureStore:
             )
             return out, mask.to(target)
 
-        pieces, width, mask = self._locate(ids)
-        code_sources, scale_sources = self._sources()
-        with_scales = has_scales(self.dtype)
-        # np.zeros: the kernel hands over zeroed pages, so padding costs nothing, and numpy asks
-        # for transparent huge pages, which makes first-touching this large buffer much cheaper.
-        out = torch.from_numpy(np.zeros((len(mask), width, self.dim), dtype=np.float32))
-        for i, s, a, b, n in pieces:
-            decode_into(
-                out[i, b : b + n],
-                code_sources[s][a : a + n],
-                scale_sources[s][a : a + n] if with_scales else None,
-            )
+        codes, scales, mask = self._gather(ids)
+        out = torch.empty(codes.shape, dtype=torch.float32)
+        decode_into(out, codes, scales)
         return out, mask
 
     def get_codes(
@@ -321,17 +306,10 @@ class FeatureStore:
         ``codes`` has the store's dtype (float32, float16 or int8); ``scales`` is there for int8
         only. ``codec.decode_into`` turns them into ``get_many``'s regions, on any device.
         """
-        pieces, width, mask = self._locate(ids)
-        code_sources, scale_sources = self._sources()
-        shape = (len(mask), width, self.dim)
-        codes = torch.zeros(shape, dtype=TORCH_DTYPE[self.dtype], pin_memory=pin_memory)
-        scales = None
-        if has_scales(self.dtype):
-            scales = torch.zeros(shape[:2], dtype=torch.float32, pin_memory=pin_memory)
-        for i, s, a, b, n in pieces:
-            codes[i, b : b + n] = code_sources[s][a : a + n]
-            if scales is not None:
-                scales[i, b : b + n] = scale_sources[s][a : a + n]
+        codes, scales, mask = self._gather(ids)
+        if pin_memory:
+            codes = codes.pin_memory()
+            scales = None if scales is None else scales.pin_memory()
         return codes, scales, mask
 
     def iter_batches(
@@ -348,23 +326,40 @@ class FeatureStore:
                 regions, mask = self.get_many(chunk, device)
                 yield chunk, regions, mask
 
-    def _locate(
-        self, ids: Sequence[str]
-    ) -> tuple[Iterator[tuple[int, int, int, int, int]], int, torch.Tensor]:
-        """Where the regions of ``ids`` are: copy pieces, Rmax and the mask.
+    def _gather(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The stored codes of ``ids``: ``(codes [B, Rmax, D], scales [B, Rmax] or None, mask [B, Rmax])``.
 
-        A piece ``(position, shard, source row, row within the item, rows)`` covers at most
-        ``_SERIAL_ELEMENTS`` values, so that torch copies it on the calling thread.
+        One fancy-indexed copy per shard that holds some of the ids, not one per image: a rerank
+        of 1,000 candidates spends its time in the copy, not in per-image overhead. Padded slots
+        stay zero (codes and scales), so they decode to zero vectors.
         """
         self._require_open()
         rows = self._rows_of(ids)
-        shards = self._row_shard.view()[rows]
-        starts = self._row_start.view()[rows]
-        counts = self._row_count.view()[rows]
+        counts = self._row_count.view()[rows].astype(np.int64)
         width = int(counts.max()) if len(rows) else 0
-        mask = torch.from_numpy(np.arange(width) < counts[:, None])
-        rows_per_piece = max(1, _SERIAL_ELEMENTS // self.dim)
-        return _pieces(shards.tolist(), starts.tolist(), counts.tolist(), rows_per_piece), width, mask
+        mask = np.arange(width) < counts[:, None]
+        # Every region of every id: where it goes (a flat [B * Rmax] slot), where it comes from.
+        slots = np.flatnonzero(mask)
+        first_region = np.cumsum(counts) - counts  # of each id, in this flat list of regions
+        within = np.arange(counts.sum()) - np.repeat(first_region, counts)
+        sources = np.repeat(self._row_start.view()[rows], counts) + within
+        shard_of = np.repeat(self._row_shard.view()[rows], counts)
+        code_sources, scale_sources = self._sources()
+        codes = np.zeros((len(rows) * width, self.dim), dtype=STORAGE_DTYPE[self.dtype])
+        scales = np.zeros(len(rows) * width, dtype=np.float32) if has_scales(self.dtype) else None
+        order = np.argsort(shard_of, kind="stable")
+        shard_ids, firsts = np.unique(shard_of[order], return_index=True)
+        bounds = np.append(firsts, len(order)).tolist()
+        for shard, lo, hi in zip(shard_ids.tolist(), bounds[:-1], bounds[1:], strict=True):
+            part = order[lo:hi]
+            codes[slots[part]] = code_sources[shard].numpy()[sources[part]]
+            if scales is not None:
+                scales[slots[part]] = scale_sources[shard].numpy()[sources[part]]
+        return (
+            torch.from_numpy(codes.reshape(len(rows), width, self.dim)),
+            None if scales is None else torch.from_numpy(scales.reshape(len(rows), width)),
+            torch.from_numpy(mask),
+        )
 
     def _rows_of(self, ids: Sequence[str]) -> np.ndarray:
         if isinstance(ids, str):
@@ -553,14 +548,6 @@ class FeatureStore:
 
 
 # -------------------------------------------------------------------- helpers
-
-
-def _pieces(
-    shards: list[int], starts: list[int], counts: list[int], rows_per_piece: int
-) -> Iterator[tuple[int, int, int, int, int]]:
-    for position, (shard, start, count) in enumerate(zip(shards, starts, counts, strict=True)):
-        for offset in range(0, count, rows_per_piece):
-            yield position, shard, start + offset, offset, min(rows_per_piece, count - offset)
 
 
 def _library_versions() -> dict[str, str]:

@@ -40,11 +40,12 @@ def test_weighted_terms_query_dispatches_and_refuses_unknown_formulations():
         es_queries.weighted_terms_query(QUERY, "knn")
 
 
-def test_search_body_asks_for_k_hits_without_totals_or_source():
+def test_search_body_asks_for_k_hits_without_totals_or_source_and_ids_from_doc_values():
     body = es_queries.search_body(QUERY, 7, "bool")
     assert body["size"] == 7
     assert body["track_total_hits"] is False
     assert body["_source"] is False
+    assert body["stored_fields"] == "_none_" and body["docvalue_fields"] == [es_queries.ID_FIELD]
     assert body["query"] == es_queries.bool_term_query(QUERY)
     with pytest.raises(ValueError):
         es_queries.search_body(QUERY, 0)

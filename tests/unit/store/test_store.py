@@ -83,13 +83,15 @@ def test_get_codes_decodes_to_get_many(tmp_path, dtype):
         assert codes.dtype == codec.TORCH_DTYPE[dtype]
 
 
-def test_items_copied_in_several_pieces_come_back_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "_SERIAL_ELEMENTS", 2 * DIM)  # two regions per copy
-    ids, regions = sample(7, seed=3)
+def test_ids_spread_over_committed_and_pending_shards_come_back_in_the_order_asked(tmp_path):
+    ids, regions = sample(9, seed=3)
     for dtype in codec.DTYPES:
-        with create(tmp_path / dtype, dtype=dtype) as store:
+        with create(tmp_path / dtype, dtype=dtype) as store:  # shard_size 4: two shards + pending
             store.add(ids, regions)
-            assert_regions(store, ids[::-1], regions[::-1], dtype)
+            order = [8, 0, 5, 4, 1, 8, 3]
+            assert_regions(store, [ids[k] for k in order], [regions[k] for k in order], dtype)
+            nothing, no_mask = store.get_many([])
+            assert nothing.shape == (0, 0, DIM) and no_mask.shape == (0, 0)
 
 
 def test_readers_see_what_was_committed(tmp_path):
