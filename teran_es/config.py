@@ -120,8 +120,22 @@ class DataConfig:
 
 @dataclass
 class QuantizerConfig:
-    """Surrogate-text scalar quantization (see shared/docs/surrogate-text.md)."""
+    """The surrogate-text first stage (docs/first-stage.md).
 
+    ``kind = "cells"``: each region becomes the id of its cell in ``codebooks`` k-means trees of
+    ``cells`` cells each; a query probes each word's ``nprobe`` nearest cells and scores an
+    image by sum over words of max over the probed cells it holds: the shape of MrSw.
+    ``kind = "scalar"``: rotated, CReLU'd, sparsified and scalar-quantised vectors, pooled per
+    image (the first generation; the settings from ``gamma`` on are its own).
+    """
+
+    kind: str = "cells"  # cells | scalar
+    cells: int = 0  # cells per codebook; 0 = the power of two nearest sample vectors / 16 (at most 2**18)
+    coarse_cells: int = 0  # coarse cells of each tree; 0 = a power of two near sqrt(cells)
+    codebooks: int = 2  # independent codebooks: each word is scored in each, and the scores add up
+    nprobe: int = 64  # query side: cells probed per word and codebook
+    probe_beam: int = 0  # query side: coarse cells searched for a word's nearest cells; 0 = all
+    kmeans_iters: int = 20
     gamma: int = 64  # components kept per vector (after the CReLU split)
     q_factor: float = 50.0  # tf = round(Q * value / doc_scale), clipped to [1, max_tf]; see surrogate/encoder.py
     max_tf: int = 512

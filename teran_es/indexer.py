@@ -6,16 +6,9 @@ itself; a model without one gets region features from the pipeline's torchvision
 extractor (``[extractor]``, weights from a file). A file that does not decode is logged to
 ``skipped.jsonl`` and counted in ``IngestReport.skipped_bad``; the rest goes on.
 
-The work directory of a pipeline holds everything one collection needs::
-
-    <workdir>/config.toml       the resolved pipeline config of the first ingest
-    <workdir>/quantizer.npz     the surrogate-text encoder, fitted on the first ingest
-    <workdir>/store/            region embeddings for the exact rerank
-    <workdir>/index/            the embedded index (or the Elasticsearch index named in the config)
-    <workdir>/skipped.jsonl     items that could not be ingested, with the reason
-    <workdir>/dead-letter.jsonl documents the index rejected (Elasticsearch; the embedded
-                                index keeps its own in <index>/); ``Ingestor.retry_failed``
-                                (``teran-es ingest --retry-failed``) indexes them again
+What the work directory of a pipeline holds is described in ``workdir.py``. Documents
+Elasticsearch rejects go to a dead-letter file; ``Ingestor.retry_failed``
+(``teran-es ingest --retry-failed``) indexes them again.
 
 Order of writes per batch: feature store first, index second. An interrupted ingest is
 resumed by running it again: ids present in both are skipped, ids stored but not yet
@@ -45,13 +38,12 @@ from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
 from teran_es.rerank import resolve_device
 from teran_es.store import FeatureStore
-from teran_es.surrogate import SurrogateTextEncoder
+from teran_es.surrogate import FirstStageEncoder, fit_encoder
 from teran_es.surrogate.terms import parse_region_document_id, region_document_id
+from teran_es.workdir import Artifacts, index_meta, open_quantizer
 
 log = logging.getLogger(__name__)
 
-QUANTIZER_FILE = "quantizer.npz"
-SKIPPED_FILE = "skipped.jsonl"
 # A dead-letter file being retried is moved aside under this suffix until the retry is done.
 RETRYING_SUFFIX = ".retrying"
 
@@ -104,21 +96,6 @@ class _Shown(NamedTuple):
     captions: list[str]
 
 
-class Artifacts:
-    """Paths of a pipeline's work directory."""
-
-    def __init__(self, config: PipelineConfig):
-        self.root = config.resolved_workdir()
-        self.config = self.root / "config.toml"
-        self.quantizer = self.root / QUANTIZER_FILE
-        self.store = self.root / "store"
-        self.skipped = self.root / SKIPPED_FILE
-
-
-def index_meta(quantizer: SurrogateTextEncoder, model_fp: str) -> dict:
-    return {"quantizer_fingerprint": quantizer.fingerprint, "model_fingerprint": model_fp}
-
-
 def encode_region_batch(
     model: TERAN, records: list[ImageRecord | ImageFile], device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -169,9 +146,9 @@ class Ingestor:
             model_fingerprint=self.model_fingerprint,
             shard_size=config.store.shard_size,
         )
-        self.quantizer: SurrogateTextEncoder | None = None
+        self.quantizer: FirstStageEncoder | None = None
         if self.paths.quantizer.exists():
-            self.quantizer = SurrogateTextEncoder.load(self.paths.quantizer)
+            self.quantizer = open_quantizer(config, self.paths.quantizer, self.model_fingerprint)
         self.index: Index | None = None
         self._bad_items = 0  # items skipped with a logged reason during the current ingest
         # region features for images given as files, when the model has no front end;
@@ -246,8 +223,10 @@ class Ingestor:
         ]
 
     def _fit_quantizer(self, regions: np.ndarray, mask: np.ndarray) -> None:
-        log.info("fitting the surrogate-text quantizer on %d images", regions.shape[0])
-        self.quantizer = SurrogateTextEncoder.fit(regions, self.config.quantizer, mask=mask)
+        log.info("fitting the %s first stage on %d images", self.config.quantizer.kind, regions.shape[0])
+        self.quantizer = fit_encoder(
+            regions, self.config.quantizer, mask=mask, model_fingerprint=self.model_fingerprint
+        )
         self.quantizer.save(self.paths.quantizer)
         save_config(self.config, self.paths.config)
 
@@ -350,12 +329,14 @@ class Ingestor:
 
     def _probe_ids(self, ids: list[str]) -> list[str]:
         """Document ids that prove an image is indexed (its first region for pooling="region")."""
-        if self.config.quantizer.pooling == "region":
+        assert self.quantizer is not None
+        if self.quantizer.region_documents:
             return [region_document_id(i, 0) for i in ids]
         return ids
 
     def _image_ids_of(self, doc_ids: Iterable[str]) -> set[str]:
-        if self.config.quantizer.pooling == "region":
+        assert self.quantizer is not None
+        if self.quantizer.region_documents:
             return {parse_region_document_id(i)[0] for i in doc_ids}
         return set(doc_ids)
 
@@ -451,7 +432,7 @@ class Ingestor:
         metadata = document.get("metadata") or {}
         if metadata.get("image_id"):
             return str(metadata["image_id"])
-        if self.config.quantizer.pooling == "region":
+        if self.quantizer is not None and self.quantizer.region_documents:
             return parse_region_document_id(doc_id)[0]
         return doc_id
 
@@ -465,13 +446,3 @@ class Ingestor:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def _pad_to(regions: np.ndarray, mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    if regions.shape[1] == width:
-        return regions, mask
-    pad = width - regions.shape[1]
-    return (
-        np.pad(regions, ((0, 0), (0, pad), (0, 0))),
-        np.pad(mask, ((0, 0), (0, pad))),
-    )

@@ -13,12 +13,14 @@ import torch
 
 from teran_es.config import PipelineConfig
 from teran_es.index import Index, IndexHit, IndexMismatchError, open_index
-from teran_es.indexer import Artifacts, index_meta
+from teran_es.index.base import Query
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
 from teran_es.rerank import rerank_exact, resolve_device
 from teran_es.store import FeatureStore
-from teran_es.surrogate import SurrogateTextEncoder, group_region_hits
+from teran_es.surrogate import FirstStageEncoder, group_region_hits
+from teran_es.surrogate.terms import region_document_id, region_hits_needed
+from teran_es.workdir import Artifacts, index_meta, open_quantizer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class SearchResult:
     hits: list[Hit]
     candidates: int  # images reranked
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    message: str = ""  # why there are no hits, when there are none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +58,7 @@ class Searcher:
         self,
         config: PipelineConfig,
         model: TERAN,
-        quantizer: SurrogateTextEncoder,
+        quantizer: FirstStageEncoder,
         store: FeatureStore,
         index: Index,
         device: torch.device,
@@ -83,7 +86,7 @@ class Searcher:
             model, _, _ = load_checkpoint(config.checkpoint, device=dev)
         model = model.to(dev).eval()
         fingerprint = model_fingerprint(model)
-        quantizer = SurrogateTextEncoder.load(paths.quantizer)
+        quantizer = open_quantizer(config, paths.quantizer, fingerprint)
         # Both raise a clear mismatch error when the collection was built by another model.
         store = FeatureStore.open(paths.store, model_fingerprint=fingerprint)
         index = open_index(config, create=False, meta=index_meta(quantizer, fingerprint), read_only=True)
@@ -116,18 +119,18 @@ class Searcher:
             raise QueryError(f"the query {text!r} has no words left to score")
         return out.words.float(), out.mask
 
-    def query_terms(self, words: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-        return self.quantizer.query_terms(words[0].cpu().numpy(), mask[0].cpu().numpy())
+    def first_stage_query(self, words: torch.Tensor, mask: torch.Tensor) -> Query:
+        """The index query of one sentence's word vectors (float [1, W, D], bool [1, W])."""
+        return self.quantizer.query(words[0].cpu().numpy(), mask[0].cpu().numpy())
 
     # -- search ----------------------------------------------------------------------------
 
-    def candidates(self, terms: dict[str, float], n: int) -> list[IndexHit]:
+    def candidates(self, query: Query, n: int) -> list[IndexHit]:
         """First stage: up to ``n`` candidate images from the index (region hits grouped)."""
-        if self.quantizer.config.pooling != "region":
-            return self.index.search(terms, n)
+        if not self.quantizer.region_documents:
+            return self.index.search(query, n)
         # k images may need up to k * R region documents; over-fetch, then group by image.
-        regions_per_image = max(1, self.config.data.max_regions)
-        hits = self.index.search(terms, n * regions_per_image)
+        hits = self.index.search(query, region_hits_needed(n, self.config.data.max_regions))
         return [IndexHit(i, s) for i, s in group_region_hits(((h.id, h.score) for h in hits), k=n)]
 
     def search(
@@ -150,13 +153,24 @@ class Searcher:
             reranked = len(self.store)
         else:
             t = time.perf_counter()
-            terms = self.query_terms(words, mask)
-            if not terms:
+            query = self.first_stage_query(words, mask)
+            if not query:
                 raise QueryError(f"the query {text!r} gives no surrogate terms")
-            first = self.candidates(terms, max(n_candidates, k))
+            first = self.candidates(query, max(n_candidates, k))
             timings["recall"] = time.perf_counter() - t
             candidate_ids = [h.id for h in first]
             reranked = len(candidate_ids)
+            if not candidate_ids:
+                return SearchResult(
+                    query=text,
+                    hits=[],
+                    candidates=0,
+                    timings=timings,
+                    message=(
+                        f"no indexed image holds any of the cells or terms the words of {text!r} probe; "
+                        "search with --exact, or probe more cells (--set quantizer.nprobe=...)"
+                    ),
+                )
         t = time.perf_counter()
         scored = rerank_exact(
             words,
@@ -177,11 +191,13 @@ class Searcher:
 
     def _hits(self, scored: list[tuple[str, float]]) -> list[Hit]:
         """Hits with what they show, read from the index in one lookup."""
-        suffix = "#r0" if self.quantizer.config.pooling == "region" else ""
-        docs = self.index.get_many([image_id + suffix for image_id, _ in scored])
+        def doc_id(image_id: str) -> str:
+            return region_document_id(image_id, 0) if self.quantizer.region_documents else image_id
+
+        docs = self.index.get_many([doc_id(image_id) for image_id, _ in scored])
         hits = []
         for image_id, score in scored:
-            doc = docs.get(image_id + suffix)
+            doc = docs.get(doc_id(image_id))
             hits.append(Hit(image_id, score, doc.path if doc else None, doc.caption if doc else None))
         return hits
 

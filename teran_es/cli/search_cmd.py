@@ -51,6 +51,8 @@ def search(query, pipeline_path, overrides, checkpoint, k, candidates, backend, 
         return
     mode = "exact scan" if exact else f"{result.candidates} candidates reranked"
     click.echo(f"{text!r}: {len(result.hits)} hits ({mode}, {sum(result.timings.values()) * 1000:.1f} ms)")
+    if result.message:
+        click.echo(result.message)
     for rank, hit in enumerate(result.hits, 1):
         extra = f"  {hit.caption}" if hit.caption else ""
         click.echo(f"{rank:3d}. {hit.score:8.4f}  {hit.id}{extra}")

@@ -1,9 +1,14 @@
 """The one index protocol that both backends (embedded, Elasticsearch) implement.
 
 An index holds one *surrogate document* per image (or per region): a bag of surrogate
-terms with integer frequencies. A query is a bag of terms with float weights. The score
-of a document is the exact dot product sum_t tf(doc, t) * weight(query, t): no idf, no
-length normalisation. Only documents sharing at least one term with the query match.
+terms with integer frequencies. A query is either
+
+* weighted terms ``{term: weight}``: the score of a document is the exact dot product
+  sum_t tf(doc, t) * weight(query, t), no idf, no length normalisation; or
+* a ``MaxSumQuery`` (the cell first stage): the sum over its groups of the largest
+  tf(doc, t) * weight(t) among the group's terms that the document holds.
+
+Only documents sharing at least one term with the query match.
 """
 
 from __future__ import annotations
@@ -11,6 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from teran_es.surrogate.query import MaxSumQuery
+
+# What ``Index.search`` takes (see the module docstring).
+Query = Mapping[str, float] | MaxSumQuery
 
 # The index records these in its metadata; search refuses a mismatch.
 FINGERPRINT_KEYS = ("quantizer_fingerprint", "model_fingerprint")
@@ -75,11 +85,11 @@ class Index(Protocol):
         """Index a stream of documents; an existing id is replaced (idempotent re-ingest)."""
         ...
 
-    def search(self, query: Mapping[str, float], k: int) -> list[IndexHit]:
-        """Top-``k`` documents by exact dot product, best first, ties by id."""
+    def search(self, query: Query, k: int) -> list[IndexHit]:
+        """Top-``k`` documents by the query's score (exact), best first, ties by id."""
         ...
 
-    def search_many(self, queries: Sequence[Mapping[str, float]], k: int) -> list[list[IndexHit]]:
+    def search_many(self, queries: Sequence[Query], k: int) -> list[list[IndexHit]]:
         """``search`` for a batch of queries (one round trip where the backend allows)."""
         ...
 

@@ -28,6 +28,7 @@ from teran_es.index.base import (
     IndexMismatchError,
     IndexUnavailableError,
     InvalidDocumentError,
+    Query,
     SurrogateDocument,
     check_meta,
 )
@@ -247,7 +248,7 @@ class ElasticIndex:
             )
         return report
 
-    def search(self, query: Mapping[str, float], k: int) -> list[IndexHit]:
+    def search(self, query: Query, k: int) -> list[IndexHit]:
         validate_query(query)
         if k <= 0:
             return []
@@ -256,7 +257,7 @@ class ElasticIndex:
             response = self._client.search(index=self.name, body=body)
         return _hits(response["hits"]["hits"])
 
-    def search_many(self, queries: Sequence[Mapping[str, float]], k: int) -> list[list[IndexHit]]:
+    def search_many(self, queries: Sequence[Query], k: int) -> list[list[IndexHit]]:
         """One ``_msearch`` per ``msearch_batch`` queries; results in query order."""
         for query in queries:
             validate_query(query)

@@ -40,10 +40,12 @@ from teran_es.index.base import (
     IndexError_,
     IndexHit,
     InvalidDocumentError,
+    Query,
     SurrogateDocument,
     check_meta,
 )
 from teran_es.index.terms import validate_document_terms, validate_query
+from teran_es.surrogate.query import MaxSumQuery
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -200,24 +202,47 @@ def _read_segment(directory: Path, name: str, tombstone: str | None) -> _Segment
     )
 
 
-def _segment_scores(seg: _Segment, query: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Exact dot-product scores of one segment's documents: (scores float64 [N], matched bool [N])."""
-    slices = []
-    weights = []
-    for term, weight in query.items():
-        t = seg.terms.get(term)
-        if t is None:
+def _postings(seg: _Segment, terms: Mapping[str, float] | tuple[tuple[str, float], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(documents int32 [P], clause scores float32 [P]) of the query terms the segment has.
+
+    A clause scores as Lucene scores a term of a ``sparse_vector`` field: the float32 boost
+    times the stored value, in float32. Sums of clauses run in float64 and are rounded to
+    float32 at the end, as Lucene's disjunctions do: both backends then see the same ties.
+    """
+    pairs = terms.items() if isinstance(terms, Mapping) else terms
+    found = [(seg.terms[t], w) for t, w in pairs if t in seg.terms]
+    if not found:
+        return np.zeros(0, np.int32), np.zeros(0, np.float32)
+    bounds = [(int(seg.term_offsets[t]), int(seg.term_offsets[t + 1])) for t, _ in found]
+    docs = np.concatenate([seg.post_docs[lo:hi] for lo, hi in bounds])
+    values = np.concatenate([seg.post_tfs[lo:hi] for lo, hi in bounds]).astype(np.float32)
+    values *= np.repeat(np.array([w for _, w in found], dtype=np.float32), [hi - lo for lo, hi in bounds])
+    return docs, values
+
+
+def _max_sum_scores(seg: _Segment, query: MaxSumQuery) -> tuple[np.ndarray, np.ndarray]:
+    """Sum over groups of the largest tf x weight among each group's terms, per document."""
+    scores = np.zeros(seg.n_docs)
+    best = np.zeros(seg.n_docs, np.float32)  # a group's best clause per document, reset after each group
+    for group in query.groups:
+        docs, values = _postings(seg, group)
+        if docs.size == 0:
             continue
-        lo, hi = int(seg.term_offsets[t]), int(seg.term_offsets[t + 1])
-        slices.append((lo, hi))
-        weights.append(float(weight))
-    n = seg.n_docs
-    if not slices:
-        return np.zeros(n), np.zeros(n, dtype=bool)
-    docs = np.concatenate([seg.post_docs[lo:hi] for lo, hi in slices])
-    tfs = np.concatenate([seg.post_tfs[lo:hi] for lo, hi in slices]).astype(np.float64)
-    tfs *= np.repeat(np.asarray(weights), [hi - lo for lo, hi in slices])
-    scores = np.bincount(docs, weights=tfs, minlength=n)
+        order = np.argsort(values, kind="stable")
+        best[docs[order]] = values[order]  # the last write per document is its largest value
+        touched = np.unique(docs)
+        scores[touched] += best[touched]
+        best[touched] = 0.0
+    scores = scores.astype(np.float32)
+    return scores, (scores > 0) & ~seg.deleted
+
+
+def _segment_scores(seg: _Segment, query: Query) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores of one segment's documents: (scores float64 [N], matched bool [N])."""
+    if isinstance(query, MaxSumQuery):
+        return _max_sum_scores(seg, query)
+    docs, values = _postings(seg, query)
+    scores = np.bincount(docs, weights=values, minlength=seg.n_docs).astype(np.float32)
     # Weights are positive and tf >= 1, so a document matched exactly when its score is positive.
     return scores, (scores > 0) & ~seg.deleted
 
@@ -434,7 +459,7 @@ class EmbeddedIndex:
             id=rec["id"], terms=terms, path=rec["path"], caption=rec["caption"], metadata=rec["metadata"]
         )
 
-    def search(self, query: Mapping[str, float], k: int) -> list[IndexHit]:
+    def search(self, query: Query, k: int) -> list[IndexHit]:
         validate_query(query)
         if k <= 0:
             return []
@@ -454,7 +479,7 @@ class EmbeddedIndex:
         candidates.sort(key=lambda c: (-c[0], c[1]))
         return [IndexHit(id=doc_id, score=score) for score, doc_id in candidates[:k]]
 
-    def search_many(self, queries: Sequence[Mapping[str, float]], k: int) -> list[list[IndexHit]]:
+    def search_many(self, queries: Sequence[Query], k: int) -> list[list[IndexHit]]:
         return [self.search(q, k) for q in queries]
 
     def get(self, doc_id: str) -> SurrogateDocument | None:

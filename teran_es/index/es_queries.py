@@ -8,6 +8,10 @@ sum_t tf(doc, t) * weight(query, t) on the ``sparse_vector`` field:
   ``bool.should`` sums its clauses (no coordination factor since Lucene 7).
 * ``sparse_vector``: the dedicated query with ``prune: false`` (pruning drops query terms
   and would make scores approximate).
+
+A ``MaxSumQuery`` (the cell first stage) is a ``bool.should`` with one ``dis_max`` per group
+(``tie_breaker`` 0: the group's best clause only) over ``term`` clauses whose boosts are the
+weights: sum over groups of max over the terms a document holds of tf x weight.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from teran_es.index.base import SurrogateDocument
+from teran_es.index.base import Query, SurrogateDocument
+from teran_es.surrogate.query import MaxSumQuery
 
 TERMS_FIELD = "terms"
 FORMULATIONS = ("bool", "sparse_vector")
@@ -49,9 +54,29 @@ def sparse_vector_query(query: Mapping[str, float], field: str = TERMS_FIELD) ->
     }
 
 
+def max_sum_query(query: MaxSumQuery, field: str = TERMS_FIELD) -> dict[str, Any]:
+    """``bool.should`` of one ``dis_max`` (tie_breaker 0) per group of ``term`` clauses."""
+    return {
+        "bool": {
+            "should": [
+                {
+                    "dis_max": {
+                        "queries": [{"term": {field: {"value": term, "boost": weight}}} for term, weight in group],
+                        "tie_breaker": 0.0,
+                    }
+                }
+                for group in query.groups
+            ]
+        }
+    }
+
+
 def weighted_terms_query(
-    query: Mapping[str, float], formulation: str = DEFAULT_FORMULATION, field: str = TERMS_FIELD
+    query: Query, formulation: str = DEFAULT_FORMULATION, field: str = TERMS_FIELD
 ) -> dict[str, Any]:
+    """The request's query: a MaxSumQuery's own shape, or weighted terms in ``formulation``."""
+    if isinstance(query, MaxSumQuery):
+        return max_sum_query(query, field)
     if formulation == "bool":
         return bool_term_query(query, field)
     if formulation == "sparse_vector":
@@ -60,7 +85,7 @@ def weighted_terms_query(
 
 
 def search_body(
-    query: Mapping[str, float], k: int, formulation: str = DEFAULT_FORMULATION, field: str = TERMS_FIELD
+    query: Query, k: int, formulation: str = DEFAULT_FORMULATION, field: str = TERMS_FIELD
 ) -> dict[str, Any]:
     """Top-``k`` by score: no total hit count (lets Lucene skip non-competitive docs), no _source."""
     if k < 1:
@@ -72,12 +97,15 @@ def search_body(
         "_source": False,
         "stored_fields": "_none_",
         "docvalue_fields": [ID_FIELD],
+        # Ties by id, as the embedded index breaks them: which of several tied documents make the
+        # top k must not depend on Lucene's internal document numbers.
+        "sort": [{"_score": "desc"}, {ID_FIELD: "asc"}],
     }
 
 
 def msearch_body(
     index: str,
-    queries: Sequence[Mapping[str, float]],
+    queries: Sequence[Query],
     k: int,
     formulation: str = DEFAULT_FORMULATION,
     field: str = TERMS_FIELD,

@@ -6,7 +6,8 @@ import math
 import re
 from collections.abc import Mapping
 
-from teran_es.index.base import MAX_TERM_FREQUENCY, InvalidDocumentError
+from teran_es.index.base import MAX_TERM_FREQUENCY, InvalidDocumentError, Query
+from teran_es.surrogate.query import MaxSumQuery
 
 # sparse_vector keys become Lucene feature names inside one field: a dot would be read as
 # an object path by Elasticsearch, so terms are restricted to a safe alphabet.
@@ -38,8 +39,16 @@ def validate_document_terms(doc_id: str, terms: Mapping[str, int]) -> None:
             )
 
 
-def validate_query(query: Mapping[str, float]) -> None:
+def validate_query(query: Query) -> None:
     """Raise ``InvalidDocumentError`` for an empty query, a bad term or a non-finite/negative weight."""
+    if isinstance(query, MaxSumQuery):
+        problems = query.problems()
+        bad = [t for g in query.groups for t, _ in g if not is_valid_term(t)]
+        if bad:
+            problems.append(f"query term {bad[0]!r} is not allowed")
+        if problems:
+            raise InvalidDocumentError("; ".join(problems))
+        return
     if not query:
         raise InvalidDocumentError("the query has no terms")
     for term, weight in query.items():

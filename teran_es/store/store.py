@@ -31,7 +31,6 @@ import teran_es
 from teran_es.config import StoreConfig
 from teran_es.store.codec import (
     STORAGE_DTYPE,
-    TORCH_DTYPE,
     check_dtype,
     decode_into,
     encode,

@@ -53,6 +53,7 @@ DOC_SPARSIFY_ORDERS = ("pooled", "regions")
 # Settings that change document encodings; the query-side ones (query_weighting, query_gamma)
 # may change at search time without reindexing, and seed/sample_size act through mu, R, doc_scale.
 DOCUMENT_SETTINGS = ("gamma", "q_factor", "max_tf", "pooling", "doc_gamma", "doc_sparsify", "scale_quantile")
+QUERY_SETTINGS = ("query_weighting", "query_gamma")
 _CHUNK_FLOATS = 1 << 22  # about 16 MB of float32 per working array
 
 
@@ -112,7 +113,12 @@ class SurrogateTextEncoder:
     """
 
     def __init__(
-        self, config: QuantizerConfig, mean: np.ndarray, rotation: np.ndarray, doc_scale: float
+        self,
+        config: QuantizerConfig,
+        mean: np.ndarray,
+        rotation: np.ndarray,
+        doc_scale: float,
+        model_fingerprint: str = "",
     ) -> None:
         mean = np.asarray(mean, dtype=np.float32)
         rotation = np.asarray(rotation, dtype=np.float32)
@@ -123,7 +129,9 @@ class SurrogateTextEncoder:
         if not (np.isfinite(doc_scale) and doc_scale > 0):
             raise ValueError(f"doc_scale must be a positive finite number, got {doc_scale}")
         check_config(config, mean.size)
-        self.config = dataclasses.replace(config)  # a private copy: later edits must not change encodings
+        # a private copy: later edits must not change encodings
+        self.config = dataclasses.replace(config, kind="scalar")
+        self.model_fingerprint = model_fingerprint
         self.mean = mean
         self.rotation = rotation
         self.doc_scale = float(doc_scale)
@@ -133,7 +141,12 @@ class SurrogateTextEncoder:
     # ----------------------------------------------------------------- fitting
     @classmethod
     def fit(
-        cls, sample: np.ndarray, config: QuantizerConfig, *, mask: np.ndarray | None = None
+        cls,
+        sample: np.ndarray,
+        config: QuantizerConfig,
+        *,
+        mask: np.ndarray | None = None,
+        model_fingerprint: str = "",
     ) -> SurrogateTextEncoder:
         """Fit mu, R and doc_scale on a sample.
 
@@ -172,7 +185,7 @@ class SurrogateTextEncoder:
         doc_scale = float(np.quantile(kept, config.scale_quantile))
         if not np.isfinite(doc_scale):
             raise ValueError("sample: values too large to calibrate doc_scale")
-        return cls(config, mean, rotation, doc_scale)
+        return cls(config, mean, rotation, doc_scale, model_fingerprint)
 
     def _calibration_values(
         self, images: np.ndarray, mask: np.ndarray | None, single_vectors: bool
@@ -193,6 +206,16 @@ class SurrogateTextEncoder:
     @property
     def dim(self) -> int:
         return int(self.mean.size)
+
+    @property
+    def region_documents(self) -> bool:
+        """True when every region is a document of its own (pooling="region")."""
+        return self.config.pooling == "region"
+
+    def with_query_settings(self, config: QuantizerConfig) -> SurrogateTextEncoder:
+        """The same fitted encoder with ``config``'s query-side settings (query_weighting, query_gamma)."""
+        changed = dataclasses.replace(self.config, **{name: getattr(config, name) for name in QUERY_SETTINGS})
+        return SurrogateTextEncoder(changed, self.mean, self.rotation, self.doc_scale, self.model_fingerprint)
 
     @property
     def n_components(self) -> int:
@@ -316,6 +339,10 @@ class SurrogateTextEncoder:
             parts.append(dense_to_sparse(pooled))
         return concatenate(parts, self.n_components, np.float64)
 
+    def query(self, words: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
+        """One sentence's query, words float [W, D] (+ bool mask [W]): ``{term: weight}``, summed."""
+        return self.query_terms(words, mask)
+
     def query_terms(
         self, words: np.ndarray, mask: np.ndarray | None = None, mode: str | None = None
     ) -> dict[str, float]:
@@ -383,6 +410,7 @@ class SurrogateTextEncoder:
             "doc_scale": self.doc_scale,
             "config": dataclasses.asdict(self.config),
             "fingerprint": self.fingerprint,
+            "model_fingerprint": self.model_fingerprint,
             "numpy": np.__version__,
         }
 
@@ -405,18 +433,24 @@ class SurrogateTextEncoder:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SurrogateTextEncoder:
         """Read a file written by :meth:`save`; raises ValueError if it is not one or was altered."""
+        from teran_es.surrogate.loading import load_encoder
+
+        encoder = load_encoder(path)
+        if not isinstance(encoder, cls):
+            raise ValueError(f"{path}: holds a {type(encoder).__name__}, not a {cls.__name__}")
+        return encoder
+
+    @classmethod
+    def from_arrays(cls, data, metadata: dict, where: str) -> SurrogateTextEncoder:
+        """Rebuild an encoder from the arrays and metadata :meth:`save` wrote; checks the fingerprint."""
         try:
-            with np.load(Path(path), allow_pickle=False) as data:
-                metadata = json.loads(str(data["metadata"]))
-                mean, rotation = data["mean"], data["rotation"]
-                doc_scale = float(data["doc_scale"])
-        except (KeyError, ValueError, OSError) as exc:
-            raise ValueError(f"{path}: not a surrogate-text encoder file ({exc})") from exc
-        if metadata.get("format") != FORMAT:
-            raise ValueError(f"{path}: unsupported format {metadata.get('format')!r} (expected {FORMAT!r})")
-        encoder = cls(_config_from_dict(metadata.get("config", {}), str(path)), mean, rotation, doc_scale)
+            mean, rotation, doc_scale = data["mean"], data["rotation"], float(data["doc_scale"])
+        except KeyError as exc:
+            raise ValueError(f"{where}: not a surrogate-text encoder file ({exc})") from None
+        config = config_from_dict(metadata.get("config", {}), where)
+        encoder = cls(config, mean, rotation, doc_scale, str(metadata.get("model_fingerprint", "")))
         if encoder.fingerprint != metadata.get("fingerprint"):
-            raise ValueError(f"{path}: fingerprint mismatch; the file was altered or is corrupt")
+            raise ValueError(f"{where}: fingerprint mismatch; the file was altered or is corrupt")
         return encoder
 
     def __repr__(self) -> str:
@@ -433,7 +467,8 @@ def _subsample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=limit, replace=False))
 
 
-def _config_from_dict(data: dict, where: str) -> QuantizerConfig:
+def config_from_dict(data: dict, where: str) -> QuantizerConfig:
+    """A QuantizerConfig from a saved file's settings; unknown settings are refused."""
     known = {f.name for f in dataclasses.fields(QuantizerConfig)}
     unknown = sorted(set(data) - known)
     if unknown:

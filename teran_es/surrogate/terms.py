@@ -81,6 +81,12 @@ def region_document_id(image_id: str, slot: int) -> str:
     return f"{image_id}{_REGION_SUFFIX}{slot}"
 
 
+def region_hits_needed(images: int, regions_per_image: int) -> int:
+    """Region documents to ask an index for so that ``images`` distinct images can come back
+    once grouped: every one of them may hold up to ``regions_per_image`` of the best hits."""
+    return images * max(1, regions_per_image)
+
+
 def parse_region_document_id(document_id: str) -> tuple[str, int]:
     """Inverse of :func:`region_document_id`: ``(image_id, slot)``."""
     image_id, sep, slot = document_id.rpartition(_REGION_SUFFIX)

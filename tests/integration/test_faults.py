@@ -36,12 +36,13 @@ from teran_es.config import load_config, save_config
 from teran_es.features.columnar import ColumnarReader
 from teran_es.features.synthetic import make_synthetic_dataset, tiny_model_overrides
 from teran_es.index import IndexUnavailableError, open_index
-from teran_es.indexer import Artifacts, Ingestor
+from teran_es.indexer import Ingestor
 from teran_es.model.checkpoint import save_checkpoint
 from teran_es.model.teran import build_model
 from teran_es.server import local_elasticsearch as local
 from teran_es.store import FeatureStore
-from teran_es.surrogate import SurrogateTextEncoder
+from teran_es.surrogate import load_encoder
+from teran_es.workdir import Artifacts
 
 # "A few thousand images": enough for many store shards and bulk requests.
 IMAGES = 2400
@@ -96,7 +97,7 @@ def assert_collection_is_exact(config, expected_ids) -> None:
     """The store holds each expected image once; the index holds exactly one document per image
     (the count rules out extras and duplicates), equal to the quantized stored regions."""
     paths = Artifacts(config)
-    quantizer = SurrogateTextEncoder.load(paths.quantizer)
+    quantizer = load_encoder(paths.quantizer)
     expected_ids = list(expected_ids)
     store = FeatureStore.open(paths.store)
     try:

@@ -249,8 +249,8 @@ def measured_on_this_collection(meta: dict, collection: Path, captions_per_image
 
 
 def test_the_test_split_is_in_both_backends(openmoji, ingested, es_admin):
-    from teran_es.indexer import Artifacts
-    from teran_es.surrogate import SurrogateTextEncoder
+    from teran_es.surrogate import load_encoder
+    from teran_es.workdir import Artifacts
 
     configs, reports, index_name = ingested
     n = len(openmoji["files"])
@@ -266,7 +266,7 @@ def test_the_test_split_is_in_both_backends(openmoji, ingested, es_admin):
     }
     assert ids == set(openmoji["test_set"].image_ids)
     # both work directories fitted the same quantizer on the same images
-    fingerprints = {SurrogateTextEncoder.load(Artifacts(c).quantizer).fingerprint for c in configs.values()}
+    fingerprints = {load_encoder(Artifacts(c).quantizer).fingerprint for c in configs.values()}
     assert len(fingerprints) == 1
 
 
@@ -292,7 +292,7 @@ def test_first_stage_candidates_are_the_same_on_both_backends(searchers, queries
         lists = {}
         for backend, searcher in searchers.items():
             words, mask = searcher.encode_query(text)
-            lists[backend] = searcher.candidates(searcher.query_terms(words, mask), SMALL_CANDIDATES)
+            lists[backend] = searcher.candidates(searcher.first_stage_query(words, mask), SMALL_CANDIDATES)
         emb, es = lists["embedded"], lists["elasticsearch"]
         assert [h.id for h in es] == [h.id for h in emb], text
         assert [h.score for h in es] == pytest.approx([h.score for h in emb], rel=1e-5), text

@@ -11,6 +11,7 @@ from teran_es.indexer import Ingestor
 from teran_es.model.teran import build_model
 from teran_es.searcher import Searcher
 from teran_es.store import StoreMismatchError
+from teran_es.workdir import QuantizerMismatchError
 
 pytestmark = pytest.mark.elasticsearch
 
@@ -86,5 +87,5 @@ def test_searching_with_another_model_is_refused(pipelines):
     run_ingest(config, model, records[:20])
     torch.manual_seed(99)
     other = build_model(config.model).eval()
-    with pytest.raises((StoreMismatchError, IndexMismatchError)):
+    with pytest.raises((StoreMismatchError, IndexMismatchError, QuantizerMismatchError)):
         Searcher.open(config, model=other)

@@ -18,6 +18,7 @@ from teran_es.indexer import Ingestor
 from teran_es.model.teran import build_model
 from teran_es.searcher import QueryError, Searcher
 from teran_es.store import StoreMismatchError
+from teran_es.workdir import QuantizerMismatchError
 
 QUERIES = ["a red cat", "a green car and a blue bird", "there is a white horse", "boat"]
 
@@ -126,7 +127,7 @@ def test_search_refuses_a_collection_built_by_another_model(collection):
     ingest(config, model, records[:30])
     torch.manual_seed(123)
     other = build_model(config.model).eval()
-    with pytest.raises((StoreMismatchError, IndexMismatchError)):
+    with pytest.raises((StoreMismatchError, IndexMismatchError, QuantizerMismatchError)):
         Searcher.open(config, model=other)
 
 

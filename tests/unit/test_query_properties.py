@@ -3,9 +3,10 @@ blank, 10,000 words, non-Latin scripts, control characters.
 
 Properties:
 
-* any finite word vectors -> the quantizer's query -> either no terms, or a query both backends
-  accept (valid terms, positive finite weights) whose Elasticsearch bodies carry exactly its
-  weights and which the embedded index scores with the exact dot product;
+* any finite word vectors -> either first stage's query (cells: sum over groups of max; scalar:
+  weighted terms) -> either no terms, or a query both backends accept (valid terms, positive
+  finite weights) whose Elasticsearch bodies carry exactly its weights and which the embedded
+  index scores exactly as a brute-force reference does;
 * any string -> ``Searcher.encode_query`` gives between 1 and ``model.max_words`` finite word
   vectors or a ``QueryError``; ``Searcher.search`` raises nothing else.
 """
@@ -27,6 +28,7 @@ from teran_es.features.synthetic import synthetic_vocabulary, tiny_model_overrid
 from teran_es.index import es_queries
 from teran_es.index.terms import is_valid_term, validate_query
 from teran_es.searcher import QueryError, Searcher
+from teran_es.surrogate import MaxSumQuery
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 ELEMENTS = st.one_of(
@@ -37,15 +39,17 @@ PROPERTY_SETTINGS = settings(max_examples=50, deadline=None, suppress_health_che
 WORDS = synthetic_vocabulary()
 
 
-@pytest.fixture(scope="module")
-def searcher(synthetic_dataset, tmp_path_factory, ingest_tiny, tiny_quantizer):
-    """A Searcher over 40 synthetic images ingested into the embedded index by a tiny random TERAN."""
+@pytest.fixture(scope="module", params=["cells", "scalar"])
+def searcher(request, synthetic_dataset, tmp_path_factory, ingest_tiny, tiny_quantizer):
+    """A Searcher over 40 synthetic images ingested into the embedded index by a tiny random
+    TERAN, with each first stage."""
     config = load_config(
         None,
         [
             *tiny_model_overrides(synthetic_dataset.text_backbone),
             f"workdir={tmp_path_factory.mktemp('queries')}",
             *tiny_quantizer,
+            f"quantizer.kind={request.param}",
         ],
     )
     model, _, _ = ingest_tiny(config)
@@ -59,8 +63,32 @@ def indexed_documents(searcher) -> dict[str, dict[str, int]]:
     return {i: dict(searcher.index.get(i).terms) for i in searcher.store.ids() if searcher.index.get(i)}
 
 
-def exact_score(document: dict[str, int], query: dict[str, float]) -> float:
-    return sum(tf * query[t] for t, tf in document.items() if t in query)
+def exact_score(document: dict[str, int], query: dict[str, float] | MaxSumQuery) -> float:
+    """The score both backends must give, by brute force: each clause as Lucene scores it (float32
+    boost x stored value, in float32), clauses summed, the sum rounded to float32."""
+
+    def clause(tf: int, weight: float) -> float:
+        return float(np.float32(weight) * np.float32(tf))
+
+    if isinstance(query, MaxSumQuery):
+        total = sum(max([clause(document.get(t, 0), w) for t, w in group]) for group in query.groups)
+    else:
+        total = sum(clause(tf, query[t]) for t, tf in document.items() if t in query)
+    return float(np.float32(total))
+
+
+def sent_weights(body: dict, formulation: str) -> dict | list:
+    """The weights an Elasticsearch request body carries: {term: boost}, or one dict per group."""
+    inner = body["query"]
+    if "dis_max" in json.dumps(inner):
+        return [
+            {c["term"]["terms"]["value"]: c["term"]["terms"]["boost"] for c in clause["dis_max"]["queries"]}
+            for clause in inner["bool"]["should"]
+        ]
+    if formulation == "bool":
+        return {c["term"]["terms"]["value"]: c["term"]["terms"]["boost"] for c in inner["bool"]["should"]}
+    assert inner["sparse_vector"]["prune"] is False
+    return inner["sparse_vector"]["query_vector"]
 
 
 @PROPERTY_SETTINGS
@@ -71,22 +99,23 @@ def test_any_word_vectors_give_a_query_both_backends_accept_and_score_exactly(
     dim = searcher.quantizer.dim
     words = data.draw(hnp.arrays(np.float32, st.tuples(st.integers(1, 6), st.just(dim)), elements=ELEMENTS))
     mask = data.draw(hnp.arrays(np.bool_, words.shape[:1]))
-    query = searcher.quantizer.query_terms(words, mask)
+    query = searcher.quantizer.query(words, mask)
     if not query:
         return  # nothing to search for: Searcher.search turns this into a QueryError
     validate_query(query)
-    assert len(query) <= searcher.quantizer.query_gamma
-    assert all(is_valid_term(t) and isinstance(w, float) and math.isfinite(w) and w > 0 for t, w in query.items())
+    if isinstance(query, MaxSumQuery):
+        groups = [dict(g) for g in query.groups]
+        assert len(groups) <= words.shape[0] * searcher.quantizer.config.codebooks
+        assert all(len(g) < searcher.quantizer.config.nprobe for g in groups)  # the floor cell is left out
+    else:
+        groups = query
+        assert len(query) <= searcher.quantizer.query_gamma
+    pairs = [p for g in groups for p in g.items()] if isinstance(groups, list) else list(groups.items())
+    assert all(is_valid_term(t) and isinstance(w, float) and math.isfinite(w) and w > 0 for t, w in pairs)
 
     for formulation in es_queries.FORMULATIONS:
         body = json.loads(json.dumps(es_queries.search_body(query, 10, formulation)))  # plain JSON
-        inner = body["query"]
-        if formulation == "bool":
-            sent = {c["term"]["terms"]["value"]: c["term"]["terms"]["boost"] for c in inner["bool"]["should"]}
-        else:
-            assert inner["sparse_vector"]["prune"] is False
-            sent = inner["sparse_vector"]["query_vector"]
-        assert sent == query
+        assert sent_weights(body, formulation) == groups
 
     hits = searcher.index.search(query, k=len(indexed_documents))
     expected = {i: exact_score(d, query) for i, d in indexed_documents.items()}
@@ -114,7 +143,7 @@ def test_any_string_encodes_to_at_most_max_words_or_a_query_error(searcher, text
         encoded = words
         assert words.shape[0] == 1 and words.shape[1] <= max_words and words.shape[2] == searcher.quantizer.dim
         assert bool(mask.any()) and torch.isfinite(words).all()
-        query = searcher.query_terms(words, mask)
+        query = searcher.first_stage_query(words, mask)
         if query:
             validate_query(query)
     try:

@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from teran_es.cli import cli
-from teran_es.config import QuantizerConfig, save_config
+from teran_es.config import save_config
 from teran_es.model.checkpoint import save_checkpoint
 from teran_es.model.teran import build_model
-from teran_es.surrogate import SurrogateTextEncoder
+from teran_es.surrogate import fit_encoder, load_encoder
 
 
 def invoke(*args):
@@ -157,12 +157,11 @@ def test_an_index_built_with_another_quantizer_is_refused(tiny_pipeline, tmp_pat
     pipeline = make_pipeline(tiny_pipeline, tmp_path)
     assert invoke("ingest", features_source, "--pipeline", pipeline).exit_code == 0
     quantizer_file = tmp_path / "work" / "quantizer.npz"
-    built_with = SurrogateTextEncoder.load(quantizer_file)
+    built_with = load_encoder(quantizer_file)
     rng = np.random.default_rng(5)
-    other = SurrogateTextEncoder.fit(
-        rng.standard_normal((50, 4, built_with.dim)).astype(np.float32), QuantizerConfig(gamma=16, doc_gamma=64)
-    )
-    other.save(quantizer_file)  # as if the quantizer had been refitted after the index was built
+    # the same settings, other data: as if the first stage had been refitted after the index was built
+    other = fit_encoder(rng.standard_normal((400, 4, built_with.dim)).astype(np.float32), built_with.config)
+    other.save(quantizer_file)
     for command in (["search", "a red cat"], ["ingest", features_source]):
         result = invoke(*command, "--pipeline", pipeline)
         assert result.exit_code == 1, result.output

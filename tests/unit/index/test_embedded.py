@@ -33,12 +33,18 @@ def random_query(rng: np.random.Generator, vocab: int = 300, n_terms: int = 30) 
     return {f"t{t}": float(w) for t, w in zip(terms, rng.uniform(0.01, 3.0, size=n_terms), strict=True)}
 
 
+def clause(tf: int, weight: float) -> float:
+    """One term's score as Lucene computes it: float32 boost times the stored value, in float32."""
+    return float(np.float32(weight) * np.float32(tf))
+
+
 def brute_force(docs, query, k):
+    """sum_t tf x weight per document, clause by clause in float32, summed and rounded to float32."""
     scored = []
     for d in docs:
         shared = set(d.terms) & set(query)
         if shared:
-            scored.append((sum(d.terms[t] * query[t] for t in shared), d.id))
+            scored.append((float(np.float32(sum(clause(d.terms[t], query[t]) for t in shared))), d.id))
     scored.sort(key=lambda s: (-s[0], s[1]))
     return scored[:k]
 

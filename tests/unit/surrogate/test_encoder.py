@@ -246,7 +246,7 @@ def test_load_refuses_an_altered_file(tmp_path, encoder):
     with pytest.raises(ValueError, match="fingerprint mismatch"):
         SurrogateTextEncoder.load(tmp_path / "edited.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a surrogate-text encoder file"):
+    with pytest.raises(ValueError, match="not a first-stage encoder file"):
         SurrogateTextEncoder.load(tmp_path / "junk.npz")
 
 

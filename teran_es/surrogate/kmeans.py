@@ -1,0 +1,60 @@
+"""k-means (Lloyd's algorithm) in numpy: the codebooks of the cell first stage.
+
+Small and deterministic: the same points, k, iterations and seed give the same centroids.
+Nearest means smallest Euclidean distance, computed as the largest ``<x, c> - |c|^2 / 2`` so
+that one matrix product does the work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Similarities computed at once in assign_nearest: rows x centroids <= this many floats (64 MB).
+_BLOCK_FLOATS = 1 << 24
+
+
+def assign_nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """int64 [N]: the index of the nearest of the centroids [k, D] for every row of x [N, D]."""
+    x = np.asarray(x, dtype=np.float32)
+    centroids = np.asarray(centroids, dtype=np.float32)
+    out = np.empty(x.shape[0], dtype=np.int64)
+    if x.shape[0] == 0:
+        return out
+    half_norms = 0.5 * np.einsum("kd,kd->k", centroids, centroids)
+    rows = max(1, _BLOCK_FLOATS // max(1, centroids.shape[0]))
+    for lo in range(0, x.shape[0], rows):
+        block = x[lo : lo + rows] @ centroids.T
+        block -= half_norms
+        out[lo : lo + rows] = block.argmax(axis=1)
+    return out
+
+
+def kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> np.ndarray:
+    """float32 [k, D]: k centroids of the rows of x [N, D] (N >= k >= 1).
+
+    Starts from k distinct rows drawn with ``seed``. A centroid left without points takes a
+    random point of the largest cluster, so every centroid is in use when N >= k.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k-means needs 1 <= k <= the number of points; got k={k} for {n} points")
+    rng = np.random.default_rng(seed)
+    centroids = x[np.sort(rng.choice(n, size=k, replace=False))].copy()
+    for _ in range(iters):
+        labels = assign_nearest(x, centroids)
+        counts = np.bincount(labels, minlength=k)
+        order = np.argsort(labels, kind="stable")
+        present = np.flatnonzero(counts)
+        starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
+        sums = np.add.reduceat(x[order], starts, axis=0, dtype=np.float64)
+        centroids[present] = (sums / counts[present, None]).astype(np.float32)
+        for empty in np.flatnonzero(counts == 0).tolist():
+            largest = int(counts.argmax())
+            members = np.flatnonzero(labels == largest)
+            pick = int(members[rng.integers(members.size)])
+            centroids[empty] = x[pick]
+            labels[pick] = empty  # the point moves, so the next empty centroid takes another one
+            counts[largest] -= 1
+            counts[empty] = 1
+    return centroids

@@ -1,0 +1,46 @@
+"""Fit, save and load either first-stage encoder by the kind its config or file names."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from teran_es.config import QuantizerConfig
+from teran_es.surrogate import cell_encoder, encoder
+from teran_es.surrogate.cell_encoder import CellTokenEncoder
+from teran_es.surrogate.encoder import SurrogateTextEncoder
+
+KINDS = ("cells", "scalar")
+FirstStageEncoder = CellTokenEncoder | SurrogateTextEncoder
+_BY_FORMAT = {encoder.FORMAT: SurrogateTextEncoder, cell_encoder.FORMAT: CellTokenEncoder}
+
+
+def check_kind(config: QuantizerConfig) -> None:
+    if config.kind not in KINDS:
+        raise ValueError(f"quantizer.kind must be one of {KINDS}, got {config.kind!r}")
+
+
+def fit_encoder(
+    sample: np.ndarray, config: QuantizerConfig, *, mask: np.ndarray | None = None, model_fingerprint: str = ""
+) -> FirstStageEncoder:
+    """Fit the encoder ``config.kind`` names on region vectors ([N, D], or [N_img, R, D] + mask)."""
+    check_kind(config)
+    kind = CellTokenEncoder if config.kind == "cells" else SurrogateTextEncoder
+    return kind.fit(sample, config, mask=mask, model_fingerprint=model_fingerprint)
+
+
+def load_encoder(path: str | os.PathLike[str]) -> FirstStageEncoder:
+    """Read a file either encoder's ``save`` wrote; raises ValueError if it is not one or was altered."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        metadata = json.loads(str(arrays.pop("metadata")))
+    except (KeyError, OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not a first-stage encoder file ({exc})") from exc
+    kind = _BY_FORMAT.get(metadata.get("format"))
+    if kind is None:
+        raise ValueError(f"{path}: unsupported format {metadata.get('format')!r} (known: {', '.join(_BY_FORMAT)})")
+    return kind.from_arrays(arrays, metadata, str(path))
