@@ -52,8 +52,12 @@ PEERS = ("exact", "faiss", "fast-plaid")
 FULL = {
     "sizes": "10000,100000,1000000",
     "queries": 1000,
-    "poolings": "max,sum",
-    "gammas": "32,64",
+    "first_stages": "cells,scalar",
+    "cells": "0",
+    "codebooks": "2",
+    "nprobes": "64,128",
+    "poolings": "sum",
+    "gammas": "64",
     "q_factors": "50",
     "candidates": "100,300,1000",
     "dtypes": "fp16,int8",
@@ -61,12 +65,18 @@ FULL = {
 QUICK = {
     "sizes": "10000",
     "queries": 100,
-    "poolings": "max,sum",
+    "first_stages": "cells,scalar",
+    "cells": "16384",
+    "codebooks": "2",
+    "nprobes": "32,64",
+    "poolings": "sum",
     "gammas": "64",
     "q_factors": "50",
     "candidates": "100,1000",
     "dtypes": "fp16,int8",
 }
+# cells = 0: the cells per codebook that suit the collection size (about 64 regions per cell).
+AUTO_CELLS = ((30_000, 16_384), (300_000, 65_536), (float("inf"), 262_144))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -76,8 +86,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, help="queries (default 1000; 100 with --quick)")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--peers", default=",".join(PEERS))
-    parser.add_argument("--poolings", help="max,sum,region (default max,sum)")
-    parser.add_argument("--gammas", help="components kept per region vector (default 32,64; 64 with --quick)")
+    parser.add_argument("--first-stages", help="cells,scalar (default both)")
+    parser.add_argument("--cells", help="cells per codebook, cells first stage (0 = by size: 16k, 64k, 256k; 16384 with --quick)")
+    parser.add_argument("--codebooks", help="codebooks of the cells first stage (default 2)")
+    parser.add_argument("--nprobes", help="cells probed per word and codebook, measured on one index (default 64,128)")
+    parser.add_argument("--cell-sample", type=int, default=10, help="fitting vectors per cell and codebook")
+    parser.add_argument("--poolings", help="scalar first stage: max,sum,region (default sum)")
+    parser.add_argument("--gammas", help="scalar first stage: components kept per region vector (default 64)")
     parser.add_argument("--doc-gamma-factor", type=int, default=4, help="doc_gamma = factor x gamma for pooled documents")
     parser.add_argument("--q-factors", help="Q, the tf of a value at the top of the calibrated range (default 50)")
     parser.add_argument("--candidates", help="K, candidates reranked (default 100,300,1000; 100,1000 with --quick)")
@@ -114,11 +129,21 @@ def _list(text: str, cast=str) -> list:
     return [cast(x.strip()) for x in str(text).split(",") if x.strip()]
 
 
-def settings_of(args: argparse.Namespace) -> list[sp.IndexSetting]:
+def cells_for(size: int, asked: int) -> int:
+    return asked or next(cells for limit, cells in AUTO_CELLS if size <= limit)
+
+
+def settings_of(args: argparse.Namespace, size: int) -> list[sp.IndexSetting]:
     out = []
-    for pooling, gamma, q in itertools.product(_list(args.poolings), _list(args.gammas, int), _list(args.q_factors, float)):
-        doc_gamma = gamma * args.doc_gamma_factor if pooling != "region" else 0
-        out.append(sp.IndexSetting(pooling=pooling, gamma=gamma, doc_gamma=doc_gamma, q_factor=q, seed=args.seed))
+    stages = _list(args.first_stages)
+    if "cells" in stages:
+        for cells, codebooks in itertools.product(_list(args.cells, int), _list(args.codebooks, int)):
+            n_cells = cells_for(size, cells)
+            out.append(sp.IndexSetting(kind="cells", cells=n_cells, codebooks=codebooks, sample_size=args.cell_sample * n_cells, seed=args.seed))
+    if "scalar" in stages:
+        for pooling, gamma, q in itertools.product(_list(args.poolings), _list(args.gammas, int), _list(args.q_factors, float)):
+            doc_gamma = gamma * args.doc_gamma_factor if pooling != "region" else 0
+            out.append(sp.IndexSetting(kind="scalar", pooling=pooling, gamma=gamma, doc_gamma=doc_gamma, q_factor=q, seed=args.seed))
     return out
 
 
@@ -207,7 +232,8 @@ def run_size(args, n_images: int, fingerprint: str, es: tuple[str | None, str], 
     indexes: dict[str, Any] = {}
     backends = _list(args.backends)
     url, how = es
-    for setting in settings_of(args):
+    for setting in settings_of(args, n_images):
+        say(f"{setting.key}: fit or reuse the first stage ...")
         encoder, fit = sp.fit_quantizer(collection, setting)
         for backend in backends:
             key = f"{backend}/{setting.key}"
@@ -226,7 +252,8 @@ def run_size(args, n_images: int, fingerprint: str, es: tuple[str | None, str], 
                 continue
             measure_started = time.perf_counter()
             try:
-                measured = sp.measure_setting(collection, index, encoder, stores, _list(args.candidates, int), args.batch_size, args.warmup, key, progress)
+                nprobes = _list(args.nprobes, int) if setting.kind == "cells" else []
+                measured = sp.measure_setting(collection, index, encoder, stores, _list(args.candidates, int), args.batch_size, args.warmup, key, progress, nprobes)
                 if backend == "elasticsearch":
                     ingest = sp.finish_elasticsearch(index, collection, ingest)
             except IndexError_ as exc:  # e.g. the server went away during the measurement
@@ -249,6 +276,7 @@ def run_size(args, n_images: int, fingerprint: str, es: tuple[str | None, str], 
                     {
                         "backend": backend,
                         "setting_key": setting.key,
+                        "label": setting.label,
                         **setting.describe(),
                         **row,
                         "bytes_per_image": {"index": index_bytes, "store": store_bytes, "total": round(index_bytes + store_bytes, 1)},
@@ -275,7 +303,8 @@ def run_size(args, n_images: int, fingerprint: str, es: tuple[str | None, str], 
         "peers": peers,
     }
     result["peer_comparison"] = scale_report.compare_peers(rows, peers)
-    result["headline"] = scale_report.headline(rows, exact.get("cpu", {}), n_images)
+    rates = {key: value["ingest"]["index_images_per_s"] for key, value in indexes.items() if "ingest" in value}
+    result["headline"] = scale_report.headline(rows, exact.get("cpu", {}), n_images, rates)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     result["stage_wall_seconds"] = stages
     for store in stores.values():
@@ -373,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "benchmark": "scale",
             "command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "configuration": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "settings": [s.describe() for s in settings_of(args)],
+            "settings": [s.describe() for s in settings_of(args, n_images)],
             "model": {"checkpoint": args.checkpoint, "fingerprint": fingerprint},
             "machine": machine_info(library_versions=library_versions()),
             "tie_tolerance": sp.TIE_TOLERANCE,

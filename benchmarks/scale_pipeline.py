@@ -28,7 +28,8 @@ from teran_es.index.base import IndexError_, SurrogateDocument
 from teran_es.model.alignment import pairwise_scores
 from teran_es.rerank import rerank_exact
 from teran_es.store import FeatureStore
-from teran_es.surrogate import SurrogateTextEncoder, group_region_hits
+from teran_es.surrogate import FirstStageEncoder, fit_encoder, group_region_hits, load_encoder
+from teran_es.surrogate.terms import region_hits_needed
 
 RERANK_TOP = 100  # the rerank returns this many, for recall@100
 TIE_TOLERANCE = 1e-4  # a returned image whose exact score is this close to the k-th exact score counts
@@ -91,24 +92,43 @@ def tie_tolerant_recall(collection: ScaleCollection, query: int, found: Sequence
 
 @dataclass(frozen=True)
 class IndexSetting:
-    """What the surrogate-text documents depend on (the candidate count K and the store dtype do not)."""
+    """What the documents depend on (the candidate count K, nprobe and the store dtype do not).
 
-    pooling: str
-    gamma: int
-    doc_gamma: int
-    q_factor: float
+    kind "cells": ``cells`` per codebook, ``codebooks`` trees, fitted on ``sample_size`` region
+    vectors each. kind "scalar": the pooled scalar quantisation (pooling, gamma, doc_gamma, Q),
+    fitted on ``sample_size`` vectors.
+    """
+
+    kind: str = "cells"
+    cells: int = 65536
+    codebooks: int = 1
+    pooling: str = "max"
+    gamma: int = 64
+    doc_gamma: int = 256
+    q_factor: float = 50.0
     query_gamma: int = 0  # 0 = gamma
     sample_size: int = 60_000
     seed: int = 0
 
     @property
     def key(self) -> str:
+        if self.kind == "cells":
+            return f"cells-c{self.cells}-m{self.codebooks}-s{self.sample_size}"
         q = f"{self.q_factor:g}".replace(".", "p")
         extra = f"-qg{self.query_gamma}" if self.query_gamma else ""
         return f"{self.pooling}-g{self.gamma}-d{self.doc_gamma}-q{q}{extra}"
 
-    def quantizer_config(self) -> QuantizerConfig:
+    @property
+    def label(self) -> str:
+        """A short name for plots."""
+        return f"cells{self.codebooks}x{self.cells}" if self.kind == "cells" else f"{self.pooling}{self.gamma}"
+
+    def quantizer_config(self, nprobe: int = 64) -> QuantizerConfig:
         return QuantizerConfig(
+            kind=self.kind,
+            cells=self.cells,
+            codebooks=self.codebooks,
+            nprobe=nprobe,
             gamma=self.gamma,
             doc_gamma=self.doc_gamma,
             q_factor=self.q_factor,
@@ -119,7 +139,9 @@ class IndexSetting:
         )
 
     def describe(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        if self.kind == "cells":
+            return {"kind": "cells", "cells": self.cells, "codebooks": self.codebooks, "sample_size": self.sample_size, "seed": self.seed}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("cells", "codebooks")}
 
 
 def runs_dir(collection: ScaleCollection) -> Path:
@@ -192,20 +214,25 @@ def build_store(
 # ----------------------------------------------------------------- the quantizer
 
 
-def fit_quantizer(collection: ScaleCollection, setting: IndexSetting) -> tuple[SurrogateTextEncoder, dict[str, Any]]:
+def fit_quantizer(collection: ScaleCollection, setting: IndexSetting) -> tuple[FirstStageEncoder, dict[str, Any]]:
+    """The setting's encoder, fitted once on a seeded sample of the collection's regions."""
     path = runs_dir(collection) / f"quantizer-{setting.key}.npz"
     info_path = path.with_suffix(".done.json")
     marker = _marker(info_path, collection)
     if marker is not None and path.is_file():
         marker.pop("regions_id", None)
-        return SurrogateTextEncoder.load(path), {**marker, "fresh": False}
+        return load_encoder(path), {**marker, "fresh": False}
     regions_per_image = collection.regions.shape[1]
-    n_sample = min(collection.n_images, max(2, setting.sample_size // regions_per_image))
+    # cells: every codebook draws its own subsample of sample_size vectors from this sample
+    vectors = setting.sample_size * (setting.codebooks if setting.kind == "cells" else 1)
+    n_sample = min(collection.n_images, max(2, -(-vectors // regions_per_image)))
     picks = np.sort(np.random.default_rng([setting.seed, 7]).choice(collection.n_images, size=n_sample, replace=False))
     t = time.perf_counter()
     sample = np.asarray(collection.regions[picks], dtype=np.float32)
-    encoder = SurrogateTextEncoder.fit(sample, setting.quantizer_config())
-    info = {"seconds": round(time.perf_counter() - t, 3), "sample_images": int(n_sample), "doc_scale": encoder.doc_scale}
+    encoder = fit_encoder(sample, setting.quantizer_config(), model_fingerprint=collection.manifest["model_fingerprint"])
+    info = {"seconds": round(time.perf_counter() - t, 3), "sample_images": int(n_sample)}
+    if setting.kind == "scalar":
+        info["doc_scale"] = encoder.doc_scale
     encoder.save(path)
     _write_marker(info_path, collection, info)
     return encoder, {**info, "fresh": True}
@@ -219,7 +246,7 @@ class Stopwatch:
         self.seconds = 0.0
 
 
-def documents(collection: ScaleCollection, encoder: SurrogateTextEncoder, clock: Stopwatch, progress: str | None) -> Iterator[SurrogateDocument]:
+def documents(collection: ScaleCollection, encoder: FirstStageEncoder, clock: Stopwatch, progress: str | None) -> Iterator[SurrogateDocument]:
     """The collection's surrogate documents as the library's Ingestor writes them (image id in
     the metadata, no path or caption here); time spent making them goes to ``clock``."""
     n = collection.n_images
@@ -230,7 +257,7 @@ def documents(collection: ScaleCollection, encoder: SurrogateTextEncoder, clock:
         ids = [image_id(i) for i in range(lo, hi)]
         batch = encoder.encode_images(np.asarray(collection.regions[lo:hi], dtype=np.float32))
         docs = [
-            SurrogateDocument(id=doc_id, terms=terms, metadata={"image_id": ids[row]})
+            SurrogateDocument(id=doc_id, terms=terms, metadata={"image_id": ids[row]}, field=encoder.index_field)
             for doc_id, row, terms in zip(batch.ids(ids), batch.image_rows.tolist(), encoder.term_dicts(batch.encoding), strict=True)
             if terms
         ]
@@ -248,7 +275,7 @@ def es_index_name(collection: ScaleCollection, setting: IndexSetting) -> str:
     return re.sub(r"[^a-z0-9_\-]+", "-", raw)
 
 
-def _ingest(index: Any, collection: ScaleCollection, encoder: SurrogateTextEncoder, label: str, progress: bool) -> dict[str, Any]:
+def _ingest(index: Any, collection: ScaleCollection, encoder: FirstStageEncoder, label: str, progress: bool) -> dict[str, Any]:
     clock = Stopwatch()
     started = time.perf_counter()
     report = index.add(documents(collection, encoder, clock, f"index {label}" if progress else None))
@@ -271,7 +298,7 @@ def _ingest(index: Any, collection: ScaleCollection, encoder: SurrogateTextEncod
 
 
 def open_embedded(
-    collection: ScaleCollection, setting: IndexSetting, encoder: SurrogateTextEncoder, fresh: bool, progress: bool
+    collection: ScaleCollection, setting: IndexSetting, encoder: FirstStageEncoder, fresh: bool, progress: bool
 ) -> tuple[Any, dict[str, Any]]:
     from teran_es.index.embedded import EmbeddedIndex
 
@@ -302,7 +329,7 @@ def open_embedded(
 def open_elasticsearch(
     collection: ScaleCollection,
     setting: IndexSetting,
-    encoder: SurrogateTextEncoder,
+    encoder: FirstStageEncoder,
     url: str,
     fresh: bool,
     progress: bool,
@@ -360,19 +387,19 @@ def finish_elasticsearch(index: Any, collection: ScaleCollection, ingest: dict[s
 # ---------------------------------------------------------------- measurement
 
 
-def candidates(index: Any, encoder: SurrogateTextEncoder, terms: dict[str, float], k: int, regions_per_image: int) -> list[int]:
+def candidates(index: Any, encoder: FirstStageEncoder, query: Any, k: int, regions_per_image: int) -> list[int]:
     """First stage as the Searcher does it: top-k images (region hits grouped for pooling=region)."""
-    if encoder.config.pooling != "region":
-        return [index_of(h.id) for h in index.search(terms, k)]
-    hits = index.search(terms, k * regions_per_image)
+    if not encoder.region_documents:
+        return [index_of(h.id) for h in index.search(query, k)]
+    hits = index.search(query, region_hits_needed(k, regions_per_image))
     return [index_of(i) for i, _ in group_region_hits(((h.id, h.score) for h in hits), k=k)]
 
 
-def candidates_many(index: Any, encoder: SurrogateTextEncoder, terms: list[dict[str, float]], k: int, regions_per_image: int) -> list[list[int]]:
-    if encoder.config.pooling != "region":
-        return [[index_of(h.id) for h in hits] for hits in index.search_many(terms, k)]
+def candidates_many(index: Any, encoder: FirstStageEncoder, queries: list[Any], k: int, regions_per_image: int) -> list[list[int]]:
+    if not encoder.region_documents:
+        return [[index_of(h.id) for h in hits] for hits in index.search_many(queries, k)]
     grouped = []
-    for hits in index.search_many(terms, k * regions_per_image):
+    for hits in index.search_many(queries, region_hits_needed(k, regions_per_image)):
         grouped.append([index_of(i) for i, _ in group_region_hits(((h.id, h.score) for h in hits), k=k)])
     return grouped
 
@@ -422,7 +449,33 @@ def _warm(run: Callable[[int], Any], queries: Sequence[int], warmup: int) -> Non
 def measure_setting(
     collection: ScaleCollection,
     index: Any,
-    encoder: SurrogateTextEncoder,
+    encoder: FirstStageEncoder,
+    stores: dict[str, FeatureStore],
+    ks: Sequence[int],
+    batch_size: int,
+    warmup: int,
+    label: str,
+    progress: bool,
+    nprobes: Sequence[int] = (),
+) -> list[dict[str, Any]]:
+    """One row per (nprobe, K, store dtype): recall@10/100 after the rerank, latencies of both
+    stages, single queries and batches of ``batch_size``. ``nprobes`` (cells only; query-side,
+    so one index serves them all): the encoder's own nprobe when empty."""
+    rows = []
+    for nprobe in nprobes or [None]:
+        probing = encoder
+        if nprobe is not None:
+            probing = encoder.with_query_settings(dataclasses.replace(encoder.config, nprobe=nprobe))
+        tag = label if nprobe is None else f"{label} nprobe={nprobe}"
+        for row in _measure_probing(collection, index, probing, stores, ks, batch_size, warmup, tag, progress):
+            rows.append({"nprobe": nprobe, **row})
+    return rows
+
+
+def _measure_probing(
+    collection: ScaleCollection,
+    index: Any,
+    encoder: FirstStageEncoder,
     stores: dict[str, FeatureStore],
     ks: Sequence[int],
     batch_size: int,
@@ -430,15 +483,13 @@ def measure_setting(
     label: str,
     progress: bool,
 ) -> list[dict[str, Any]]:
-    """One row per (K, store dtype): recall@10/100 after the rerank, latencies of both stages,
-    single queries and batches of ``batch_size``."""
     queries = list(range(collection.n_queries))
     per_image = collection.regions.shape[1]
-    terms = [encoder.query_terms(collection.query_words[q]) for q in queries]  # warms the encoder too
+    terms = [encoder.query(collection.query_words[q]) for q in queries]  # warms the encoder too
     rows = []
     for k in ks:
         def recall(q: int, k: int = k) -> list[int]:
-            return candidates(index, encoder, encoder.query_terms(collection.query_words[q]), k, per_image)
+            return candidates(index, encoder, encoder.query(collection.query_words[q]), k, per_image)
 
         _warm(recall, queries, warmup)
         found, recall_s = [], []
@@ -451,7 +502,7 @@ def measure_setting(
         candidates_many(index, encoder, terms[: min(batch_size, len(terms))], k, per_image)  # warm-up
         for batch in batches:
             t = time.perf_counter()
-            batch_terms = [encoder.query_terms(collection.query_words[q]) for q in batch]
+            batch_terms = [encoder.query(collection.query_words[q]) for q in batch]
             batch_found.extend(candidates_many(index, encoder, batch_terms, k, per_image))
             batch_recall_s.append(time.perf_counter() - t)
         same_candidates = sum(a == b for a, b in zip(found, batch_found, strict=True))

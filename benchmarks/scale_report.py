@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# The targets at 1M images (Elasticsearch, one node, 1 GiB heap; single query, one thread).
 TARGETS = {
-    "recall_at_10": 0.99,
+    "recall_at_10": 0.95,
+    "recall_goal": 0.99,
     "max_candidates": 1000,
-    "speedup_over_exact_scan": 100.0,
+    "latency_p50_ms": 30.0,
     "bytes_per_image": 8 * 1024,
+    "index_images_per_s": 5000.0,
     "applies_to_size": 1_000_000,
 }
 INTERPOLATION = (
@@ -96,12 +99,14 @@ def compare_peers(rows: Sequence[dict[str, Any]], peers: dict[str, Any]) -> dict
 
 
 def config_label(row: dict[str, Any]) -> str:
-    return f"{row['backend']}/{row['setting_key']}/K{row['candidates']}/{row['store_dtype']}"
+    probe = f"/nprobe{row['nprobe']}" if row.get("nprobe") else ""
+    return f"{row['backend']}/{row['setting_key']}{probe}/K{row['candidates']}/{row['store_dtype']}"
 
 
-def headline(rows: Sequence[dict[str, Any]], exact: dict[str, Any], n_images: int) -> dict[str, Any]:
-    """The best configuration reaching recall@10 >= 0.99 with <= 1000 candidates (the fastest),
-    else the best recall reached; its speed-up over the exact scan, recall and bytes per image."""
+def headline(rows: Sequence[dict[str, Any]], exact: dict[str, Any], n_images: int, index_rates: dict[str, float] | None = None) -> dict[str, Any]:
+    """The fastest Elasticsearch configuration reaching recall@10 >= 0.95 with <= 1000
+    candidates, else the best recall reached; with its latency, bytes per image, speed-up over
+    the exact scan and the indexing rate of its index, each against the target."""
     es_rows = [r for r in rows if r["backend"] == "elasticsearch"]
     pool = es_rows or list(rows)
     if not pool:
@@ -112,20 +117,25 @@ def headline(rows: Sequence[dict[str, Any]], exact: dict[str, Any], n_images: in
     best = min(qualifying, key=latency_ms) if qualifying else max(pool, key=lambda r: (r["recall_at_10"], -latency_ms(r)))
     exact_ms = exact.get("single", {}).get("p50_ms") if isinstance(exact, dict) else None
     speedup = exact_ms / latency_ms(best) if exact_ms else None
-    smallest = min(qualifying, key=lambda r: r["bytes_per_image"]["total"]) if qualifying else None
+    rate = (index_rates or {}).get(f"{best['backend']}/{best['setting_key']}")
     targets = {
-        "recall_at_10": {"target": f">= {TARGETS['recall_at_10']} with <= {TARGETS['max_candidates']} candidates", "value": best["recall_at_10"], "candidates": best["candidates"], "met": bool(qualifying)},
-        "speedup_over_exact_scan": {"target": f">= {TARGETS['speedup_over_exact_scan']:g}x", "value": _round(speedup, 1), "met": speedup is not None and speedup >= TARGETS["speedup_over_exact_scan"]},
+        "recall_at_10": {
+            "target": f">= {TARGETS['recall_at_10']} with <= {TARGETS['max_candidates']} candidates (goal {TARGETS['recall_goal']})",
+            "value": best["recall_at_10"],
+            "candidates": best["candidates"],
+            "met": bool(qualifying),
+        },
+        "latency_p50_ms": {"target": f"<= {TARGETS['latency_p50_ms']:g} ms (recall + rerank)", "value": latency_ms(best), "met": latency_ms(best) <= TARGETS["latency_p50_ms"]},
         "bytes_per_image": {
             "target": f"<= {TARGETS['bytes_per_image']} (Elasticsearch index + feature store)",
             "value": best["bytes_per_image"]["total"],
-            "smallest_qualifying": None if smallest is None else {"config": config_label(smallest), "bytes": smallest["bytes_per_image"]["total"]},
             "met": best["bytes_per_image"]["total"] <= TARGETS["bytes_per_image"],
         },
+        "index_images_per_s": {"target": f">= {TARGETS['index_images_per_s']:g} images/s into the index", "value": rate, "met": rate is not None and rate >= TARGETS["index_images_per_s"]},
     }
     return {
         "chosen_from": "elasticsearch" if es_rows else "embedded (no Elasticsearch rows)",
-        "rule": "fastest (p50 single-query latency) configuration with recall@10 >= 0.99 and <= 1000 candidates; if none, the highest recall@10",
+        "rule": f"fastest (p50 single-query latency) configuration with recall@10 >= {TARGETS['recall_at_10']} and <= {TARGETS['max_candidates']} candidates; if none, the highest recall@10",
         "reached_target_recall": bool(qualifying),
         "config": config_label(best),
         "recall_at_10": best["recall_at_10"],
@@ -152,7 +162,7 @@ def plot(rows: Sequence[dict[str, Any]], peers: dict[str, Any], exact: dict[str,
 
     series: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        series.setdefault(f"{r['backend']} {r['store_dtype']}", []).append(r)
+        series.setdefault(f"{r['backend']} {r.get('kind', 'scalar')} {r['store_dtype']}", []).append(r)
     written = []
     for kind in ("latency", "bytes"):
         fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -161,7 +171,8 @@ def plot(rows: Sequence[dict[str, Any]], peers: dict[str, Any], exact: dict[str,
             ys = [r["recall_at_10"] for r in group]
             ax.scatter(xs, ys, label=label, s=[12 + 8 * math.log10(r["candidates"]) ** 2 for r in group], alpha=0.8)
             for x, y, r in zip(xs, ys, group, strict=True):
-                ax.annotate(f"{r['pooling']}{r['gamma']} K{r['candidates']}", (x, y), fontsize=6, alpha=0.7, xytext=(3, 3), textcoords="offset points")
+                probe = f" p{r['nprobe']}" if r.get("nprobe") else ""
+                ax.annotate(f"{r.get('label', r.get('setting_key'))}{probe} K{r['candidates']}", (x, y), fontsize=6, alpha=0.7, xytext=(3, 3), textcoords="offset points")
         for marker, (name, peer) in zip("xP*+", peers.items(), strict=False):
             points = [
                 (latency_ms(r) if kind == "latency" else r.get("bytes_per_image"), r["recall_at_10"], r["candidates"])
@@ -180,6 +191,8 @@ def plot(rows: Sequence[dict[str, Any]], peers: dict[str, Any], exact: dict[str,
             ax.axvline(TARGETS["bytes_per_image"], color="grey", linestyle=":", label="8 KB per image")
             ax.set_xlabel("bytes per image (index + feature store)")
         ax.axhline(TARGETS["recall_at_10"], color="grey", linestyle=":", linewidth=0.8)
+        if kind == "latency":
+            ax.axvline(TARGETS["latency_p50_ms"], color="grey", linestyle=":", linewidth=0.8)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -201,11 +214,11 @@ def plot(rows: Sequence[dict[str, Any]], peers: dict[str, Any], exact: dict[str,
 def table(result: dict[str, Any]) -> str:
     """A readable summary of one size."""
     lines = [f"== {result['images']:,} images, {result['queries']} queries =="]
-    lines.append(f"{'config':44s} {'R@10':>6s} {'R@100':>6s} {'cand@10':>7s} {'recall ms':>10s} {'rerank ms':>10s} {'total p50/p95':>15s} {'batch ms/q':>10s} {'B/img':>8s}")
+    lines.append(f"{'config':58s} {'R@10':>6s} {'R@100':>6s} {'cand@10':>7s} {'recall ms':>10s} {'rerank ms':>10s} {'total p50/p95':>15s} {'batch ms/q':>10s} {'B/img':>8s}")
     for r in result["rows"]:
         s = r["single"]
         lines.append(
-            f"{config_label(r):44s} {r['recall_at_10']:6.3f} {r['recall_at_100']:6.3f} {r['candidate_recall_at_10']:7.3f} "
+            f"{config_label(r):58s} {r['recall_at_10']:6.3f} {r['recall_at_100']:6.3f} {r['candidate_recall_at_10']:7.3f} "
             f"{s['recall']['p50_ms']:10.2f} {s['rerank']['p50_ms']:10.2f} "
             f"{s['total']['p50_ms']:7.2f}/{s['total']['p95_ms']:<7.2f} {r['batched']['total_ms_per_query']:10.2f} {r['bytes_per_image']['total']:8.0f}"
         )

@@ -254,6 +254,7 @@ class Ingestor:
                     path=rec.path if rec is not None else None,
                     caption=rec.captions[0] if rec is not None and rec.captions else None,
                     metadata={"image_id": ids[row]},
+                    field=self.quantizer.index_field,
                 )
             )
         return docs

@@ -5,8 +5,8 @@ terms with integer frequencies. A query is either
 
 * weighted terms ``{term: weight}``: the score of a document is the exact dot product
   sum_t tf(doc, t) * weight(query, t), no idf, no length normalisation; or
-* a ``MaxSumQuery`` (the cell first stage): the sum over its groups of the largest
-  tf(doc, t) * weight(t) among the group's terms that the document holds.
+* a ``MaxSumQuery`` (the cell first stage, on the cells field): the sum over its groups of
+  the largest weight(t) among the group's terms that the document holds.
 
 Only documents sharing at least one term with the query match.
 """
@@ -29,15 +29,23 @@ FINGERPRINT_KEYS = ("quantizer_fingerprint", "model_fingerprint")
 MAX_TERM_FREQUENCY = 512
 
 
+# The two fields surrogate terms go into: weighted terms with frequencies (the scalar first
+# stage), or cells, which carry no frequency (the cell first stage; frequency 1).
+TERMS_FIELD = "terms"
+CELLS_FIELD = "cells"
+FIELDS = (TERMS_FIELD, CELLS_FIELD)
+
+
 @dataclass(frozen=True)
 class SurrogateDocument:
-    """One document: a stable id, its surrogate terms, and what a hit shows."""
+    """One document: a stable id, its surrogate terms (in ``field``), and what a hit shows."""
 
     id: str
     terms: Mapping[str, int]
     path: str | None = None
     caption: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    field: str = TERMS_FIELD
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import teran_es
 from teran_es.config import ElasticsearchConfig
 from teran_es.index import es_queries
 from teran_es.index.base import (
+    TERMS_FIELD,
     AddReport,
     IndexError_,
     IndexHit,
@@ -34,7 +35,7 @@ from teran_es.index.base import (
 )
 from teran_es.index.connection import resolve_connection
 from teran_es.index.mappings import CURRENT_VERSION, IMAGE_INDEX, load_mapping
-from teran_es.index.terms import validate_document_terms, validate_query
+from teran_es.index.terms import validate_document, validate_query
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class ElasticIndex:
         def actions() -> Iterator[dict[str, Any]]:
             for doc in docs:
                 try:
-                    validate_document_terms(doc.id, doc.terms)
+                    validate_document(doc)
                 except InvalidDocumentError as exc:
                     dead.write(doc.id, str(exc), doc)
                     report.failed += 1
@@ -525,10 +526,10 @@ def _create_or_open(
     body = mapping[name]["mappings"] if name in mapping else next(iter(mapping.values()))["mappings"]
     recorded = dict(body.get("_meta") or {})
     target = f"Elasticsearch index {name!r} on {where}"
-    field_type = body.get("properties", {}).get(es_queries.TERMS_FIELD, {}).get("type")
+    field_type = body.get("properties", {}).get(TERMS_FIELD, {}).get("type")
     if field_type != "sparse_vector" or recorded.get("mapping") != IMAGE_INDEX:
         raise IndexMismatchError(
-            f"{target} is not a teran-es image index (its {es_queries.TERMS_FIELD!r} field is {field_type!r}); "
+            f"{target} is not a teran-es image index (its {TERMS_FIELD!r} field is {field_type!r}); "
             "choose another index name, or delete that index"
         )
     if int(recorded.get("mapping_version", 0)) > CURRENT_VERSION:

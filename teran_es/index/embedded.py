@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from teran_es.index.base import (
+    TERMS_FIELD,
     AddReport,
     IndexError_,
     IndexHit,
@@ -44,7 +45,7 @@ from teran_es.index.base import (
     SurrogateDocument,
     check_meta,
 )
-from teran_es.index.terms import validate_document_terms, validate_query
+from teran_es.index.terms import validate_document, validate_query
 from teran_es.surrogate.query import MaxSumQuery
 
 FORMAT_VERSION = 1
@@ -103,7 +104,9 @@ def _write_segment(directory: Path, name: str, docs: Sequence[SurrogateDocument]
     lengths = np.fromiter((len(d.terms) for d in docs), dtype=np.int64, count=len(docs))
     doc_terms = np.fromiter((position[t] for d in docs for t in d.terms), dtype=np.int32, count=int(lengths.sum()))
     doc_tfs = np.fromiter((tf for d in docs for tf in d.terms.values()), dtype=np.uint16, count=int(lengths.sum()))
-    stored = [{"id": d.id, "path": d.path, "caption": d.caption, "metadata": dict(d.metadata)} for d in docs]
+    stored = [
+        {"id": d.id, "path": d.path, "caption": d.caption, "metadata": dict(d.metadata), "field": d.field} for d in docs
+    ]
     _write_segment_arrays(directory, name, vocab, lengths, doc_terms, doc_tfs, stored)
 
 
@@ -202,12 +205,15 @@ def _read_segment(directory: Path, name: str, tombstone: str | None) -> _Segment
     )
 
 
-def _postings(seg: _Segment, terms: Mapping[str, float] | tuple[tuple[str, float], ...]) -> tuple[np.ndarray, np.ndarray]:
+def _postings(
+    seg: _Segment, terms: Mapping[str, float] | tuple[tuple[str, float], ...], constant: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(documents int32 [P], clause scores float32 [P]) of the query terms the segment has.
 
     A clause scores as Lucene scores a term of a ``sparse_vector`` field: the float32 boost
-    times the stored value, in float32. Sums of clauses run in float64 and are rounded to
-    float32 at the end, as Lucene's disjunctions do: both backends then see the same ties.
+    times the stored value, in float32 (``constant``: the boost alone). Sums of clauses run in
+    float64 and are rounded to float32 at the end, as Lucene's disjunctions do: both backends
+    then see the same ties.
     """
     pairs = terms.items() if isinstance(terms, Mapping) else terms
     found = [(seg.terms[t], w) for t, w in pairs if t in seg.terms]
@@ -215,17 +221,21 @@ def _postings(seg: _Segment, terms: Mapping[str, float] | tuple[tuple[str, float
         return np.zeros(0, np.int32), np.zeros(0, np.float32)
     bounds = [(int(seg.term_offsets[t]), int(seg.term_offsets[t + 1])) for t, _ in found]
     docs = np.concatenate([seg.post_docs[lo:hi] for lo, hi in bounds])
+    weights = np.repeat(np.array([w for _, w in found], dtype=np.float32), [hi - lo for lo, hi in bounds])
+    if constant:
+        return docs, weights
     values = np.concatenate([seg.post_tfs[lo:hi] for lo, hi in bounds]).astype(np.float32)
-    values *= np.repeat(np.array([w for _, w in found], dtype=np.float32), [hi - lo for lo, hi in bounds])
+    values *= weights
     return docs, values
 
 
 def _max_sum_scores(seg: _Segment, query: MaxSumQuery) -> tuple[np.ndarray, np.ndarray]:
-    """Sum over groups of the largest tf x weight among each group's terms, per document."""
+    """Sum over groups of the largest weight among each group's terms a document holds (constant
+    score: the frequency plays no part, as in Elasticsearch's constant_score clauses)."""
     scores = np.zeros(seg.n_docs)
     best = np.zeros(seg.n_docs, np.float32)  # a group's best clause per document, reset after each group
     for group in query.groups:
-        docs, values = _postings(seg, group)
+        docs, values = _postings(seg, group, constant=True)
         if docs.size == 0:
             continue
         order = np.argsort(values, kind="stable")
@@ -370,7 +380,7 @@ class EmbeddedIndex:
         try:
             for doc in docs:
                 try:
-                    validate_document_terms(doc.id, doc.terms)
+                    validate_document(doc)
                 except InvalidDocumentError as exc:
                     _append_dead_letter(dead_letter, doc, str(exc))
                     report.failed += 1
@@ -456,7 +466,12 @@ class EmbeddedIndex:
         }
         rec = seg.stored[local]
         return SurrogateDocument(
-            id=rec["id"], terms=terms, path=rec["path"], caption=rec["caption"], metadata=rec["metadata"]
+            id=rec["id"],
+            terms=terms,
+            path=rec["path"],
+            caption=rec["caption"],
+            metadata=rec["metadata"],
+            field=rec.get("field", TERMS_FIELD),
         )
 
     def search(self, query: Query, k: int) -> list[IndexHit]:
@@ -493,7 +508,7 @@ class EmbeddedIndex:
         for doc_id in ids:
             doc = self.get(doc_id)
             if doc is not None:
-                found[doc_id] = SurrogateDocument(doc.id, {}, doc.path, doc.caption, doc.metadata)
+                found[doc_id] = SurrogateDocument(doc.id, {}, doc.path, doc.caption, doc.metadata, doc.field)
         return found
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:

@@ -9,9 +9,11 @@ sum_t tf(doc, t) * weight(query, t) on the ``sparse_vector`` field:
 * ``sparse_vector``: the dedicated query with ``prune: false`` (pruning drops query terms
   and would make scores approximate).
 
-A ``MaxSumQuery`` (the cell first stage) is a ``bool.should`` with one ``dis_max`` per group
-(``tie_breaker`` 0: the group's best clause only) over ``term`` clauses whose boosts are the
-weights: sum over groups of max over the terms a document holds of tf x weight.
+A ``MaxSumQuery`` (the cell first stage) goes to the keyword field ``cells``: a
+``bool.should`` with one ``dis_max`` per group (``tie_breaker`` 0: the group's best clause
+only) over ``constant_score`` clauses whose boosts are the weights. The terms of a group that
+share a weight go into one ``terms`` filter: one clause, and a set lookup instead of a scored
+disjunction (at 1M images about 3x faster than one clause per term).
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from teran_es.index.base import Query, SurrogateDocument
+from teran_es.index.base import CELLS_FIELD, TERMS_FIELD, Query, SurrogateDocument
 from teran_es.surrogate.query import MaxSumQuery
 
-TERMS_FIELD = "terms"
 FORMULATIONS = ("bool", "sparse_vector")
 # The faster of the two, measured by benchmarks/bench_index.py (both are exact).
 DEFAULT_FORMULATION = "sparse_vector"
@@ -54,21 +55,25 @@ def sparse_vector_query(query: Mapping[str, float], field: str = TERMS_FIELD) ->
     }
 
 
-def max_sum_query(query: MaxSumQuery, field: str = TERMS_FIELD) -> dict[str, Any]:
-    """``bool.should`` of one ``dis_max`` (tie_breaker 0) per group of ``term`` clauses."""
-    return {
-        "bool": {
-            "should": [
-                {
-                    "dis_max": {
-                        "queries": [{"term": {field: {"value": term, "boost": weight}}} for term, weight in group],
-                        "tie_breaker": 0.0,
-                    }
+def max_sum_query(query: MaxSumQuery, field: str = CELLS_FIELD) -> dict[str, Any]:
+    """``bool.should`` of one ``dis_max`` (tie_breaker 0) per group, over ``constant_score``
+    filters, one per distinct weight of the group (a ``term``, or a ``terms`` of several)."""
+    should = []
+    for group in query.groups:
+        by_weight: dict[float, list[str]] = {}
+        for term, weight in group:
+            by_weight.setdefault(weight, []).append(term)
+        clauses = [
+            {
+                "constant_score": {
+                    "filter": {"term": {field: terms[0]}} if len(terms) == 1 else {"terms": {field: terms}},
+                    "boost": weight,
                 }
-                for group in query.groups
-            ]
-        }
-    }
+            }
+            for weight, terms in by_weight.items()
+        ]
+        should.append({"dis_max": {"queries": clauses, "tie_breaker": 0.0}})
+    return {"bool": {"should": should}}
 
 
 def weighted_terms_query(
@@ -76,7 +81,7 @@ def weighted_terms_query(
 ) -> dict[str, Any]:
     """The request's query: a MaxSumQuery's own shape, or weighted terms in ``formulation``."""
     if isinstance(query, MaxSumQuery):
-        return max_sum_query(query, field)
+        return max_sum_query(query)
     if formulation == "bool":
         return bool_term_query(query, field)
     if formulation == "sparse_vector":
@@ -127,10 +132,11 @@ def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 def document_source(doc: SurrogateDocument) -> dict[str, Any]:
     """The stored document: terms as numbers, the fields a hit shows, and the id as a keyword."""
-    source: dict[str, Any] = {
-        TERMS_FIELD: {term: int(tf) for term, tf in doc.terms.items()},
-        ID_FIELD: doc.id,
-    }
+    source: dict[str, Any] = {ID_FIELD: doc.id}
+    if doc.field == CELLS_FIELD:
+        source[CELLS_FIELD] = list(doc.terms)
+    else:
+        source[TERMS_FIELD] = {term: int(tf) for term, tf in doc.terms.items()}
     if doc.path is not None:
         source["path"] = doc.path
     if doc.caption is not None:
@@ -155,12 +161,18 @@ DISPLAY_FIELDS = ("path", "caption", "metadata")  # what a hit shows; fetched wi
 
 def document_from_source(doc_id: str, source: Mapping[str, Any]) -> SurrogateDocument:
     """Rebuild a ``SurrogateDocument`` from a stored ``_source`` (terms come back as floats)."""
+    if CELLS_FIELD in source:
+        terms, field = {term: 1 for term in source[CELLS_FIELD]}, CELLS_FIELD
+    else:
+        terms = {term: int(round(value)) for term, value in (source.get(TERMS_FIELD) or {}).items()}
+        field = TERMS_FIELD
     return SurrogateDocument(
         id=doc_id,
-        terms={term: int(round(value)) for term, value in (source.get(TERMS_FIELD) or {}).items()},
+        terms=terms,
         path=source.get("path"),
         caption=source.get("caption"),
         metadata=dict(source.get("metadata") or {}),
+        field=field,
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 IMAGE_INDEX = "image-index"
-CURRENT_VERSION = 1
+CURRENT_VERSION = 2
 
 
 class MappingNotFoundError(FileNotFoundError):

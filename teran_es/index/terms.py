@@ -6,7 +6,14 @@ import math
 import re
 from collections.abc import Mapping
 
-from teran_es.index.base import MAX_TERM_FREQUENCY, InvalidDocumentError, Query
+from teran_es.index.base import (
+    CELLS_FIELD,
+    FIELDS,
+    MAX_TERM_FREQUENCY,
+    InvalidDocumentError,
+    Query,
+    SurrogateDocument,
+)
 from teran_es.surrogate.query import MaxSumQuery
 
 # sparse_vector keys become Lucene feature names inside one field: a dot would be read as
@@ -16,6 +23,16 @@ _TERM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 
 def is_valid_term(term: str) -> bool:
     return isinstance(term, str) and bool(_TERM_RE.match(term))
+
+
+def validate_document(doc: SurrogateDocument) -> None:
+    """Raise ``InvalidDocumentError`` naming the document when its field, a term or a frequency is
+    unusable (cells carry no frequency: theirs must be 1)."""
+    if doc.field not in FIELDS:
+        raise InvalidDocumentError(f"document {doc.id!r}: unknown field {doc.field!r} (known: {', '.join(FIELDS)})")
+    validate_document_terms(doc.id, doc.terms)
+    if doc.field == CELLS_FIELD and any(tf != 1 for tf in doc.terms.values()):
+        raise InvalidDocumentError(f"document {doc.id!r}: cells carry no frequency (every value must be 1)")
 
 
 def validate_document_terms(doc_id: str, terms: Mapping[str, int]) -> None:

@@ -6,7 +6,8 @@ set of its distinct cells, one term ``m<codebook>c<cell>`` each, with frequency 
 
 Queries. In each codebook, every word probes its ``nprobe`` most similar cells; cell c gets
 the weight ``<w, centroid_c> - floor_w``, where ``floor_w`` is the similarity of the word's
-last probed cell. A group per word and codebook; the index scores a document by
+last probed cell, rounded down to one of ``query_levels`` levels (so that the index looks up
+the cells of a level as one set). A group per word and codebook; the index scores a document by
 
     sum over codebooks and words of max over the probed cells it holds of the weight,
 
@@ -41,7 +42,7 @@ FORMAT = "teran-es/cell-tokens/1"
 # Settings that change the documents (the codebooks or their use); nprobe and probe_beam are
 # query-side and may change at search time without reindexing.
 DOCUMENT_SETTINGS = ("kind", "cells", "coarse_cells", "codebooks", "kmeans_iters", "sample_size", "seed")
-QUERY_SETTINGS = ("nprobe", "probe_beam")
+QUERY_SETTINGS = ("nprobe", "probe_beam", "query_levels")
 MAX_CELLS = 2**18
 MAX_CODEBOOKS = 8
 # Sample vectors per cell that an automatic cell count aims for.
@@ -67,6 +68,8 @@ def check_cell_config(config: QuantizerConfig) -> None:
         problems.append(f"codebooks must be in 1..{MAX_CODEBOOKS}, got {config.codebooks}")
     if config.nprobe < 2:
         problems.append(f"nprobe must be >= 2 (the last probed cell is a word's floor), got {config.nprobe}")
+    if config.query_levels < 0:
+        problems.append(f"query_levels must be >= 0 (0 = exact weights), got {config.query_levels}")
     if config.probe_beam < 0:
         problems.append(f"probe_beam must be >= 0 (0 = every coarse cell), got {config.probe_beam}")
     if config.kmeans_iters < 1:
@@ -81,6 +84,18 @@ def term_name(codebook: int, cell: int) -> str:
     return f"m{codebook}c{cell}"
 
 
+def level_weights(weights: np.ndarray, levels: int) -> np.ndarray:
+    """Each word's weights [W, n] (>= 0) rounded down to a multiple of its largest / ``levels``
+    (0 = left as they are). Cells of one level share a weight, so the index scores them with
+    one set lookup; what falls below the first level becomes 0 and is not probed."""
+    if levels <= 0:
+        return weights
+    step = weights.max(axis=1, keepdims=True) / levels
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level = np.floor(np.where(step > 0, weights / step, 0.0))
+    return np.minimum(level, levels) * step
+
+
 class CellTokenEncoder:
     """Bags of cells for images, probed cells for words (see the module docstring).
 
@@ -88,6 +103,7 @@ class CellTokenEncoder:
     """
 
     region_documents = False  # one document per image
+    index_field = "cells"  # the index field its terms go into (no frequencies)
 
     def __init__(self, config: QuantizerConfig, codebooks: Sequence[CellCodebook], model_fingerprint: str = ""):
         check_cell_config(config)
@@ -197,7 +213,7 @@ class CellTokenEncoder:
             cells, sims = book.probe(kept, self.config.nprobe, self.config.probe_beam or book.n_coarse)
             floors = sims[:, -1].astype(np.float64)
             offset += float(floors.sum())
-            weights = sims.astype(np.float64) - floors[:, None]
+            weights = level_weights(sims.astype(np.float64) - floors[:, None], self.config.query_levels)
             for word_cells, word_weights in zip(cells.tolist(), weights.tolist(), strict=True):
                 groups.append({term_name(m, c): w for c, w in zip(word_cells, word_weights, strict=True) if w > 0})
         return MaxSumQuery.of(groups, offset)

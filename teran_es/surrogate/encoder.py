@@ -207,6 +207,8 @@ class SurrogateTextEncoder:
     def dim(self) -> int:
         return int(self.mean.size)
 
+    index_field = "terms"  # the index field its terms go into (with frequencies)
+
     @property
     def region_documents(self) -> bool:
         """True when every region is a document of its own (pooling="region")."""

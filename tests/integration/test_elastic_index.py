@@ -49,7 +49,7 @@ def test_open_creates_the_index_with_fingerprints_and_checks_them_on_reopen(open
     assert isinstance(index, Index)
     meta = index.meta()
     assert meta["quantizer_fingerprint"] == "quant-aaaa" and meta["model_fingerprint"] == "model-bbbb"
-    assert meta["mapping"] == "image-index" and meta["mapping_version"] == 1
+    assert meta["mapping"] == "image-index" and meta["mapping_version"] == 2
 
     again = open_es_index(index_name, create=False, meta=FINGERPRINTS)
     assert again.meta()["quantizer_fingerprint"] == "quant-aaaa"

@@ -36,6 +36,7 @@ from teran_es.config import load_config, save_config
 from teran_es.features.columnar import ColumnarReader
 from teran_es.features.synthetic import make_synthetic_dataset, tiny_model_overrides
 from teran_es.index import IndexUnavailableError, open_index
+from teran_es.index.es_queries import document_from_source
 from teran_es.indexer import Ingestor
 from teran_es.model.checkpoint import save_checkpoint
 from teran_es.model.teran import build_model
@@ -140,13 +141,13 @@ def indexed_terms(index, config, ids) -> dict[str, dict[str, int]]:
             helpers.scan(
                 client,
                 index=config.resolved_index_name(),
-                query={"query": {"match_all": {}}, "_source": {"includes": ["terms"], "exclude_vectors": False}},
+                query={"query": {"match_all": {}}, "_source": {"includes": ["terms", "cells"], "exclude_vectors": False}},
             )
         )
     finally:
         client.close()
     assert len(hits) == len({h["_id"] for h in hits}), "a document id came back twice"
-    return {h["_id"]: {t: int(round(v)) for t, v in h["_source"]["terms"].items()} for h in hits}
+    return {h["_id"]: dict(document_from_source(h["_id"], h["_source"]).terms) for h in hits}
 
 
 # --------------------------------------------------------------------------- Elasticsearch killed

@@ -148,3 +148,94 @@ def test_the_backends_agree_with_each_other(backends, corpus):
         for hit in b:
             if hit.id in common:
                 assert hit.score == pytest.approx(common[hit.id], rel=RTOL)
+
+
+# --------------------------------------------------------------------------- the cell query shape
+
+CELL_DOCS = 3000
+CELL_VOCAB = 400  # cells per codebook
+CODEBOOKS = 2
+
+
+@pytest.fixture(scope="module")
+def cell_corpus():
+    """Seeded bags of cells (two codebooks) and MaxSumQuery queries as the cell encoder makes them:
+    one group per word and codebook, weights on a few levels (so many cells share a weight)."""
+    from teran_es.index.base import CELLS_FIELD
+    from teran_es.surrogate import MaxSumQuery
+
+    rng = np.random.default_rng(7)
+    docs = []
+    for i in range(CELL_DOCS):
+        cells = [f"m{m}c{c}" for m in range(CODEBOOKS) for c in rng.choice(CELL_VOCAB, size=int(rng.integers(5, 16)), replace=False)]
+        docs.append(SurrogateDocument(id=f"img-{i:05d}", terms=dict.fromkeys(cells, 1), field=CELLS_FIELD))
+    queries = []
+    for _ in range(30):
+        groups = []
+        for m in range(CODEBOOKS):
+            for _word in range(int(rng.integers(1, 8))):
+                cells = rng.choice(CELL_VOCAB, size=40, replace=False)
+                levels = rng.integers(1, 17, size=cells.size) * float(rng.uniform(0.005, 0.02))
+                groups.append({f"m{m}c{c}": float(w) for c, w in zip(cells, levels, strict=True)})
+        queries.append(MaxSumQuery.of(groups))
+    return docs, queries
+
+
+def max_sum_reference(docs, query) -> list[tuple[float, str]]:
+    """Per document: sum over groups of the largest float32 weight among the group's cells it holds
+    (summed in float64, rounded to float32, as Lucene does); best first, ties by id."""
+    scored = []
+    for doc in docs:
+        total = 0.0
+        for group in query.groups:
+            held = [float(np.float32(w)) for t, w in group if t in doc.terms]
+            total += max(held, default=0.0)
+        if total > 0:
+            scored.append((float(np.float32(total)), doc.id))
+    scored.sort(key=lambda s: (-s[0], s[1]))
+    return scored
+
+
+@pytest.fixture(scope="module")
+def cell_backends(cell_corpus, es_url, tmp_path_factory):
+    import uuid
+
+    from teran_es.config import ElasticsearchConfig
+    from teran_es.index.elastic import ElasticIndex
+    from teran_es.index.embedded import EmbeddedIndex
+
+    docs, _ = cell_corpus
+    workdir = tmp_path_factory.mktemp("cell-parity")
+    embedded = EmbeddedIndex.open(workdir / "embedded", segment_docs=700)  # several segments
+    elastic = ElasticIndex.open(
+        ElasticsearchConfig(url=es_url, bulk_chunk_docs=500),
+        f"teran-test-cell-parity-{uuid.uuid4().hex[:10]}",
+        dead_letter_path=workdir / "dead-letter.jsonl",
+    )
+    try:
+        for index in (embedded, elastic):
+            report = index.add(docs)
+            assert (report.indexed, report.failed) == (CELL_DOCS, 0)
+            index.refresh()
+            assert index.count() == CELL_DOCS
+        yield {"embedded": embedded, "elasticsearch": elastic}
+    finally:
+        embedded.close()
+        elastic.delete_index()
+        elastic.close()
+
+
+@pytest.mark.parametrize("backend", ["embedded", "elasticsearch"])
+@pytest.mark.parametrize("k", [10, 300])
+def test_max_sum_queries_equal_the_numpy_reference_exactly(cell_backends, cell_corpus, backend, k):
+    """The same top k, ties broken by id, with the same float32 scores: both backends do Lucene's
+    arithmetic, so there is nothing to tolerate."""
+    docs, queries = cell_corpus
+    index = cell_backends[backend]
+    for q, query in enumerate(queries):
+        expected = max_sum_reference(docs, query)[:k]
+        hits = index.search(query, k)
+        assert [h.id for h in hits] == [doc_id for _, doc_id in expected], f"{backend} q{q}"
+        assert [h.score for h in hits] == pytest.approx([s for s, _ in expected], rel=1e-7), f"{backend} q{q}"
+    batched = index.search_many(queries, k)
+    assert [[h.id for h in hits] for hits in batched] == [[d for _, d in max_sum_reference(docs, q)[:k]] for q in queries]

@@ -70,8 +70,8 @@ def exact_score(document: dict[str, int], query: dict[str, float] | MaxSumQuery)
     def clause(tf: int, weight: float) -> float:
         return float(np.float32(weight) * np.float32(tf))
 
-    if isinstance(query, MaxSumQuery):
-        total = sum(max([clause(document.get(t, 0), w) for t, w in group]) for group in query.groups)
+    if isinstance(query, MaxSumQuery):  # constant score: the weight of the best term held
+        total = sum(max([clause(1, w) if t in document else 0.0 for t, w in group]) for group in query.groups)
     else:
         total = sum(clause(tf, query[t]) for t, tf in document.items() if t in query)
     return float(np.float32(total))
@@ -81,10 +81,15 @@ def sent_weights(body: dict, formulation: str) -> dict | list:
     """The weights an Elasticsearch request body carries: {term: boost}, or one dict per group."""
     inner = body["query"]
     if "dis_max" in json.dumps(inner):
-        return [
-            {c["term"]["terms"]["value"]: c["term"]["terms"]["boost"] for c in clause["dis_max"]["queries"]}
-            for clause in inner["bool"]["should"]
-        ]
+        groups = []
+        for clause in inner["bool"]["should"]:
+            group = {}
+            for c in clause["dis_max"]["queries"]:
+                found = c["constant_score"]["filter"]
+                terms = [found["term"]["cells"]] if "term" in found else found["terms"]["cells"]
+                group.update(dict.fromkeys(terms, c["constant_score"]["boost"]))
+            groups.append(group)
+        return groups
     if formulation == "bool":
         return {c["term"]["terms"]["value"]: c["term"]["terms"]["boost"] for c in inner["bool"]["should"]}
     assert inner["sparse_vector"]["prune"] is False

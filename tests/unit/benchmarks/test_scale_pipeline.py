@@ -68,7 +68,7 @@ def test_recall_counts_ties_and_misses(collection):
 
 
 def test_a_setting_measures_end_to_end_and_is_reused(collection):
-    setting = sp.IndexSetting(pooling="sum", gamma=8, doc_gamma=32, q_factor=50)
+    setting = sp.IndexSetting(kind="scalar", pooling="sum", gamma=8, doc_gamma=32, q_factor=50)
     store, _ = sp.build_store(collection, "fp16", "t" * 64, fresh=False, progress=False)
     encoder, fit = sp.fit_quantizer(collection, setting)
     index, ingest = sp.open_embedded(collection, setting, encoder, fresh=False, progress=False)
@@ -90,3 +90,22 @@ def test_a_setting_measures_end_to_end_and_is_reused(collection):
     assert not ingest["fresh"]
     _, fit_again = sp.fit_quantizer(collection, setting)
     assert fit["fresh"] and not fit_again["fresh"]
+
+
+def test_a_cells_setting_measures_every_nprobe_on_one_index(collection):
+    setting = sp.IndexSetting(kind="cells", cells=64, codebooks=2, sample_size=600)
+    store, _ = sp.build_store(collection, "fp16", "t" * 64, fresh=False, progress=False)
+    encoder, fit = sp.fit_quantizer(collection, setting)
+    index, ingest = sp.open_embedded(collection, setting, encoder, fresh=False, progress=False)
+    with store:
+        rows = sp.measure_setting(
+            collection, index, encoder, {"fp16": store}, [20, 300], 4, 1, "t", progress=False, nprobes=[4, 32]
+        )
+    index.close()
+    assert fit["fresh"] and ingest["documents"] == collection.n_images
+    assert [(r["nprobe"], r["candidates"]) for r in rows] == [(4, 20), (4, 300), (32, 20), (32, 300)]
+    for row in rows:
+        assert 0.0 <= row["recall_at_10"] <= 1.0 and row["batched"]["same_candidates_as_single"] == 1.0
+    for small, large in ((rows[0], rows[1]), (rows[2], rows[3])):
+        # more candidates of the same ranking: a superset, and the rerank is exact
+        assert large["recall_at_10"] >= small["recall_at_10"] and large["reranked_mean"] >= small["reranked_mean"]

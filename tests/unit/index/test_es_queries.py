@@ -102,7 +102,7 @@ def test_index_definition_records_fingerprints_and_shard_layout_without_touching
     assert definition["settings"]["index"]["number_of_replicas"] == 1
     meta = definition["mappings"]["_meta"]
     assert meta["quantizer_fingerprint"] == "q" and meta["model_fingerprint"] == "m"
-    assert meta["mapping"] == "image-index" and meta["mapping_version"] == 1
+    assert meta["mapping"] == "image-index" and meta["mapping_version"] == 2
     assert "unset" not in meta
     assert "quantizer_fingerprint" not in shipped["mappings"]["_meta"]
     assert shipped["settings"]["index"]["number_of_shards"] == 1
