@@ -134,7 +134,7 @@ class QuantizerConfig:
     coarse_cells: int = 0  # coarse cells of each tree; 0 = a power of two near sqrt(cells)
     codebooks: int = 2  # independent codebooks: each word is scored in each, and the scores add up
     nprobe: int = 64  # query side: cells probed per word and codebook
-    probe_beam: int = 0  # query side: coarse cells searched for a word's nearest cells; 0 = all
+    probe_beam: int = 16  # query side: coarse cells searched for a word's nearest cells; 0 = all of them
     query_levels: int = 16  # query side: weights rounded down to 1/levels of a word's largest; 0 = exact
     kmeans_iters: int = 20
     gamma: int = 64  # components kept per vector (after the CReLU split)

@@ -6,7 +6,6 @@ This module composes the library (no new math): it is what the README's first co
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import html
 import importlib.resources
@@ -20,6 +19,7 @@ from pathlib import Path
 import teran_es
 from teran_es.config import PipelineConfig, default_cache_dir, load_config
 from teran_es.searcher import Searcher, SearchResult
+from teran_es.workdir import document_settings
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,9 @@ def openmoji_demo_config(root: Path, collection_dir: Path, checkpoint: Path) -> 
 
     config = openmoji_pipeline()
     fingerprint = str(read_meta(checkpoint).get("fingerprint", "model"))[:12]
-    quantizer = hashlib.sha256(repr(sorted(dataclasses.asdict(config.quantizer).items())).encode()).hexdigest()[:8]
+    # Only the settings that shape the documents: query-side ones change at search time.
+    shaping = {name: getattr(config.quantizer, name) for name in document_settings(config.quantizer.kind)}
+    quantizer = hashlib.sha256(repr(sorted(shaping.items())).encode()).hexdigest()[:8]
     config.name = "demo-openmoji"
     config.workdir = str(root / f"work-{fingerprint}-{quantizer}")
     config.checkpoint = str(checkpoint)

@@ -1,4 +1,4 @@
-"""The TERAN training loop (see shared/docs/teran-spec.md, "Loss and training").
+"""The TERAN training loop (see docs/teran.md, "Loss and training").
 
 Batches are drawn per caption: every (image, caption) pair of the training split is one
 sample, shuffled each epoch, and a batch of B pairs gives a B x B score matrix whose

@@ -63,7 +63,11 @@ def open_index(
         from teran_es.index.embedded import EmbeddedIndex
 
         return EmbeddedIndex.open(
-            embedded_index_path(config), create=create, meta=meta, name=config.resolved_index_name()
+            embedded_index_path(config),
+            create=create and not read_only,
+            meta=meta,
+            name=config.resolved_index_name(),
+            read_only=read_only,
         )
     if backend == "elasticsearch":
         from teran_es.index.elastic import ElasticIndex

@@ -30,7 +30,7 @@ FRONTENDS = ("none", "grid-cnn")
 
 
 class TERAN(nn.Module):
-    """TERAN (Messina et al., 2021). See shared/docs/teran-spec.md.
+    """TERAN (Messina et al., 2021). See docs/teran.md.
 
     ``text_backbone``: a BERT-family model to use as is (e.g. built from a
     ``transformers.BertConfig``); when None it is loaded, with its tokenizer, from

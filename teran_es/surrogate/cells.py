@@ -20,6 +20,11 @@ from teran_es.surrogate.kmeans import assign_nearest, kmeans
 # Points per fine centroid below which a coarse cell does not run its own k-means: its fine
 # centroids are then its points themselves, and its other cells stay unused.
 MIN_POINTS_PER_FINE = 2
+# A word's cells are shortlisted by their similarity in the centroids' top PROBE_DIMS
+# directions (a quarter of the memory read for 256-d vectors), SHORTLIST x nprobe of them,
+# then ranked by the exact similarity.
+PROBE_DIMS = 64
+SHORTLIST = 2
 
 
 def split_cells(n_cells: int, n_coarse: int = 0) -> tuple[int, int]:
@@ -139,23 +144,46 @@ class CellCodebook:
 
     def _probe(self, w: np.ndarray, nprobe: int, beam: int) -> tuple[np.ndarray, np.ndarray]:
         beam = min(max(1, beam), self.n_coarse)
+        basis, fine_low = self._low()
+        w_low = w @ basis  # [W, P]
         if beam == self.n_coarse:
-            sims = w @ self.leaves.T  # [W, C]
-            sims[:, ~self.used_cells] = -np.inf
-            candidates = np.broadcast_to(np.arange(self.n_cells), sims.shape)
+            approx = w_low @ fine_low.reshape(self.n_cells, -1).T  # [W, C]
+            approx[:, ~self.used_cells] = -np.inf
+            candidates = np.broadcast_to(np.arange(self.n_cells), approx.shape)
         else:
             coarse_sims = w @ self.coarse.T  # [W, C1]
             chosen = np.argpartition(-coarse_sims, beam - 1, axis=1)[:, :beam]  # [W, beam]
-            sims = np.empty((w.shape[0], beam, self.per_coarse), dtype=w.dtype)
+            approx = np.empty((w.shape[0], beam, self.per_coarse), dtype=w_low.dtype)
             # One product per coarse cell that some word chose, for all the words that chose it.
             for i in np.unique(chosen).tolist():
                 rows, slots = np.nonzero(chosen == i)
-                sims[rows, slots] = w[rows] @ self.fine[i].T
-            sims[np.arange(self.per_coarse) >= self.fine_used[chosen][:, :, None]] = -np.inf
-            sims = sims.reshape(w.shape[0], -1)
+                approx[rows, slots] = w_low[rows] @ fine_low[i].T
+            approx[np.arange(self.per_coarse) >= self.fine_used[chosen][:, :, None]] = -np.inf
+            approx = approx.reshape(w.shape[0], -1)
             candidates = (chosen[:, :, None] * self.per_coarse + np.arange(self.per_coarse)).reshape(w.shape[0], -1)
-        n = max(1, min(nprobe, int((sims > -np.inf).sum(axis=1).min())))
+        # Shortlist by the low-dimensional similarity, then rank the shortlist exactly.
+        n = max(1, min(nprobe, int((approx > -np.inf).sum(axis=1).min())))
+        short = min(approx.shape[1], SHORTLIST * n)
+        keep = np.argpartition(-approx, short - 1, axis=1)[:, :short] if short < approx.shape[1] else None
+        cells = candidates if keep is None else np.take_along_axis(candidates, keep, 1)
+        sims = np.einsum("wkd,wd->wk", self.leaves[cells], w)
+        if keep is not None:
+            sims[np.take_along_axis(approx, keep, 1) == -np.inf] = -np.inf
+        else:
+            sims[approx == -np.inf] = -np.inf
         top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
         top_sims = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-top_sims, axis=1, kind="stable")
-        return np.take_along_axis(candidates, np.take_along_axis(top, order, 1), 1), np.take_along_axis(top_sims, order, 1)
+        return np.take_along_axis(cells, np.take_along_axis(top, order, 1), 1), np.take_along_axis(top_sims, order, 1)
+
+    def _low(self) -> tuple[np.ndarray, np.ndarray]:
+        """(basis float32 [D, P], fine centroids in it [C1, C2, P]): the top-P directions of the
+        centroids' second moment, so that <w, c> ~ <w B, c B>. Derived, computed on first use."""
+        cached = self.__dict__.get("_low_cache")
+        if cached is None:
+            leaves = self.leaves[self.used_cells].astype(np.float64)
+            values, vectors = np.linalg.eigh(leaves.T @ leaves)
+            basis = np.ascontiguousarray(vectors[:, ::-1][:, : min(PROBE_DIMS, self.dim)], dtype=np.float32)
+            cached = (basis, np.ascontiguousarray(self.fine @ basis))
+            object.__setattr__(self, "_low_cache", cached)
+        return cached

@@ -11,6 +11,8 @@ import numpy as np
 
 # Similarities computed at once in assign_nearest: rows x centroids <= this many floats (64 MB).
 _BLOCK_FLOATS = 1 << 24
+# k-means++ draws its seeds from at most this many rows per centroid.
+PLUS_PLUS_POOL = 32
 
 
 def assign_nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -29,18 +31,33 @@ def assign_nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return out
 
 
+def plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """float32 [k, D]: k-means++ seeds (each next one drawn with probability proportional to its
+    squared distance to the nearest seed so far), from at most ``PLUS_PLUS_POOL * k`` rows."""
+    pool = x if x.shape[0] <= PLUS_PLUS_POOL * k else x[np.sort(rng.choice(x.shape[0], PLUS_PLUS_POOL * k, replace=False))]
+    seeds = np.empty((k, x.shape[1]), dtype=np.float32)
+    seeds[0] = pool[rng.integers(pool.shape[0])]
+    nearest = ((pool - seeds[0]) ** 2).sum(axis=1, dtype=np.float64)
+    for j in range(1, k):
+        total = nearest.sum()
+        pick = rng.choice(pool.shape[0], p=nearest / total) if total > 0 else rng.integers(pool.shape[0])
+        seeds[j] = pool[pick]
+        np.minimum(nearest, ((pool - seeds[j]) ** 2).sum(axis=1, dtype=np.float64), out=nearest)
+    return seeds
+
+
 def kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> np.ndarray:
     """float32 [k, D]: k centroids of the rows of x [N, D] (N >= k >= 1).
 
-    Starts from k distinct rows drawn with ``seed``. A centroid left without points takes a
-    random point of the largest cluster, so every centroid is in use when N >= k.
+    Seeded by k-means++ (``seed``), then Lloyd's iterations. A centroid left without points
+    takes a random point of the largest cluster, so every centroid is in use when N >= k.
     """
     x = np.asarray(x, dtype=np.float32)
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k-means needs 1 <= k <= the number of points; got k={k} for {n} points")
     rng = np.random.default_rng(seed)
-    centroids = x[np.sort(rng.choice(n, size=k, replace=False))].copy()
+    centroids = plus_plus(x, k, rng)
     for _ in range(iters):
         labels = assign_nearest(x, centroids)
         counts = np.bincount(labels, minlength=k)

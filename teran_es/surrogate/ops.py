@@ -1,4 +1,4 @@
-"""Pure numpy building blocks of the surrogate-text recipe (shared/docs/surrogate-text.md)."""
+"""Pure numpy building blocks of the scalar surrogate-text recipe (docs/first-stage.md)."""
 
 from __future__ import annotations
 

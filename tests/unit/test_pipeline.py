@@ -28,9 +28,11 @@ def collection(synthetic_dataset, tiny_pipeline, tmp_path):
     """A pipeline config with a work dir, a tiny random model, and the records to ingest."""
 
     def make(pooling: str = "sum", **quantizer):
+        """``pooling`` "cells": the cell first stage; else the scalar one with that pooling."""
+        first_stage = ["quantizer.kind=cells"] if pooling == "cells" else ["quantizer.kind=scalar", f"quantizer.pooling={pooling}"]
         config = tiny_pipeline(
             f"workdir={tmp_path / ('work-' + pooling)}",
-            f"quantizer.pooling={pooling}",
+            *first_stage,
             "quantizer.gamma=16",
             "quantizer.doc_gamma=64",
             "quantizer.sample_size=2000",
@@ -51,9 +53,12 @@ def ingest(config, model, records):
         return ingestor.ingest(records, batch_size=32)
 
 
-@pytest.mark.parametrize("pooling", ["sum", "max", "region"])
+@pytest.mark.parametrize("pooling", ["cells", "sum", "max", "region"])
 def test_all_candidates_reproduce_the_exact_scan(collection, pooling):
-    config, model, records = collection(pooling)
+    # cells: every cell probed with its exact weight, so that an image matches unless all its
+    # regions sit in each word's floor cell
+    probe_all = {"cells": 64, "nprobe": 64, "probe_beam": 0, "query_levels": 0} if pooling == "cells" else {}
+    config, model, records = collection(pooling, **probe_all)
     report = ingest(config, model, records)
     n = len(records)
     assert report.encoded == n and report.stored == n and report.quantizer_fitted
@@ -74,7 +79,7 @@ def test_all_candidates_reproduce_the_exact_scan(collection, pooling):
 
 
 def test_exact_scores_equal_the_model_score(collection):
-    config, model, records = collection("sum", **{})
+    config, model, records = collection("cells")
     config.store.dtype = "fp32"
     ingest(config, model, records[:40])
     searcher = Searcher.open(config, model=model)

@@ -1,0 +1,97 @@
+"""The saved first stage against the pipeline file: query-side settings apply at search time,
+document-side ones that differ are refused with a way out."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from teran_es.config import load_config
+from teran_es.features.synthetic import tiny_model_overrides
+from teran_es.index import open_index
+from teran_es.searcher import Searcher
+from teran_es.workdir import QuantizerMismatchError, open_quantizer
+
+
+@pytest.fixture(scope="module")
+def ingested(synthetic_dataset, tmp_path_factory, ingest_tiny):
+    """A cells and a scalar collection of 40 synthetic images; (configs, model)."""
+    configs, model = {}, None
+    for kind in ("cells", "scalar"):
+        configs[kind] = load_config(
+            None,
+            [
+                *tiny_model_overrides(synthetic_dataset.text_backbone),
+                f"workdir={tmp_path_factory.mktemp(kind)}",
+                f"quantizer.kind={kind}",
+                "quantizer.gamma=16",
+                "quantizer.doc_gamma=64",
+                "quantizer.sample_size=2000",
+                "search.device=cpu",
+            ],
+        )
+        model, _, _ = ingest_tiny(configs[kind])
+    return configs, model
+
+
+def with_settings(config, **changes):
+    return dataclasses.replace(config, quantizer=dataclasses.replace(config.quantizer, **changes))
+
+
+@pytest.mark.parametrize(
+    ("kind", "change"),
+    [("cells", {"nprobe": 4}), ("cells", {"query_levels": 2}), ("scalar", {"query_gamma": 2})],
+)
+def test_a_query_side_setting_of_the_pipeline_changes_the_query(ingested, kind, change):
+    configs, model = ingested
+    words = None
+    queries = []
+    for config in (configs[kind], with_settings(configs[kind], **change)):
+        searcher = Searcher.open(config, model=model)
+        try:
+            if words is None:
+                words = searcher.encode_query("a red cat and a blue car")
+            queries.append(searcher.first_stage_query(*words))
+            assert searcher.search("a red cat and a blue car", k=3).hits  # still searches
+        finally:
+            searcher.close()
+    assert queries[0] != queries[1]
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "named"),
+    [
+        ("cells", {"cells": 32}, "quantizer.cells"),
+        ("cells", {"codebooks": 3}, "quantizer.codebooks"),
+        ("cells", {"kind": "scalar"}, "quantizer.kind"),
+        ("scalar", {"gamma": 8}, "quantizer.gamma"),
+        ("scalar", {"pooling": "sum"}, "quantizer.pooling"),
+        ("scalar", {"kind": "cells"}, "quantizer.kind"),
+    ],
+)
+def test_a_changed_document_side_setting_is_refused_and_says_how_to_rebuild(ingested, kind, change, named):
+    configs, model = ingested
+    changed = with_settings(configs[kind], **change)
+    with pytest.raises(QuantizerMismatchError, match=rf"{named}.*only a new ingest can change that.*rebuild"):
+        open_quantizer(changed)
+    with pytest.raises(QuantizerMismatchError):
+        Searcher.open(changed, model=model)
+
+
+def test_an_automatic_cell_count_in_the_pipeline_accepts_the_fitted_one(ingested):
+    configs, model = ingested
+    saved = open_quantizer(configs["cells"])
+    assert saved.config.cells > 0  # resolved at fit time
+    assert open_quantizer(with_settings(configs["cells"], cells=0, coarse_cells=0)).fingerprint == saved.fingerprint
+
+
+def test_a_reader_opens_the_embedded_index_while_a_writer_holds_it(ingested):
+    configs, _ = ingested
+    writer = open_index(configs["cells"], create=False)
+    try:
+        reader = open_index(configs["cells"], create=False, read_only=True)
+        assert reader.count() == writer.count() == 40
+        reader.close()
+    finally:
+        writer.close()
