@@ -8,6 +8,7 @@ that one matrix product does the work.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
 # Similarities computed at once in assign_nearest: rows x centroids <= this many floats (64 MB).
 _BLOCK_FLOATS = 1 << 24
@@ -61,11 +62,11 @@ def kmeans(x: np.ndarray, k: int, iters: int = 20, seed: int = 0) -> np.ndarray:
     for _ in range(iters):
         labels = assign_nearest(x, centroids)
         counts = np.bincount(labels, minlength=k)
-        order = np.argsort(labels, kind="stable")
         present = np.flatnonzero(counts)
-        starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
-        sums = np.add.reduceat(x[order], starts, axis=0, dtype=np.float64)
-        centroids[present] = (sums / counts[present, None]).astype(np.float32)
+        # Cluster sums as one sparse [k, N] x [N, D] product: no sorted copy of the points.
+        membership = scipy.sparse.csr_matrix((np.ones(n, np.float64), (labels, np.arange(n))), shape=(k, n))
+        sums = np.asarray(membership @ x)
+        centroids[present] = (sums[present] / counts[present, None]).astype(np.float32)
         for empty in np.flatnonzero(counts == 0).tolist():
             largest = int(counts.argmax())
             members = np.flatnonzero(labels == largest)
