@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from teran_es.config import ElasticsearchConfig, QuantizerConfig
 from teran_es.index.base import IndexError_, SurrogateDocument
+from teran_es.index.mappings import CURRENT_VERSION
 from teran_es.model.alignment import pairwise_scores
 from teran_es.rerank import rerank_exact
 from teran_es.store import FeatureStore
@@ -340,7 +341,8 @@ def open_elasticsearch(
     config = ElasticsearchConfig(url=url, request_timeout=600)
     meta = {"quantizer_fingerprint": encoder.fingerprint}
     marker_path = runs_dir(collection) / f"elasticsearch-{setting.key}.done.json"
-    expect = {"quantizer_fingerprint": encoder.fingerprint, "index": name, "url": url}
+    # an index built under another mapping (say, before cells had a keyword field) is rebuilt
+    expect = {"quantizer_fingerprint": encoder.fingerprint, "index": name, "url": url, "mapping_version": CURRENT_VERSION}
     marker = None if fresh else _marker(marker_path, collection, expect)
     if marker is not None:
         try:

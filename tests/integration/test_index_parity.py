@@ -9,6 +9,8 @@ exactly.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -71,35 +73,40 @@ def assert_same_top_k(hits: list[IndexHit], exact_scores: np.ndarray, ids: list[
         if all(abs(n - ranked[rank]) > 4 * RTOL * abs(ranked[rank]) for n in neighbours):
             assert hits[rank].id == ids[order[rank]], f"{label}: rank {rank} is {hits[rank].id}"
 
-@pytest.fixture(scope="module")
-def backends(corpus, es_url, tmp_path_factory):
-    """Both backends holding the same corpus; the Elasticsearch index is deleted afterwards."""
+@contextlib.contextmanager
+def both_backends(docs, es_url, workdir, name: str, segment_docs: int = 50_000):
+    """The embedded index and an Elasticsearch index holding ``docs``; the latter is deleted after."""
     import uuid
 
     from teran_es.config import ElasticsearchConfig
     from teran_es.index.elastic import ElasticIndex
     from teran_es.index.embedded import EmbeddedIndex
 
-    docs, _, _ = corpus
-    workdir = tmp_path_factory.mktemp("parity")
-    embedded = EmbeddedIndex.open(workdir / "embedded", meta={"quantizer_fingerprint": "parity"})
+    embedded = EmbeddedIndex.open(workdir / "embedded", meta={"quantizer_fingerprint": "parity"}, segment_docs=segment_docs)
     elastic = ElasticIndex.open(
         ElasticsearchConfig(url=es_url, bulk_chunk_docs=500),
-        f"teran-test-parity-{uuid.uuid4().hex[:10]}",
+        f"teran-test-{name}-{uuid.uuid4().hex[:10]}",
         meta={"quantizer_fingerprint": "parity"},
         dead_letter_path=workdir / "dead-letter.jsonl",
     )
     try:
         for index in (embedded, elastic):
             report = index.add(docs)
-            assert (report.indexed, report.failed) == (N_DOCS, 0)
+            assert (report.indexed, report.failed) == (len(docs), 0)
             index.refresh()
-            assert index.count() == N_DOCS
+            assert index.count() == len(docs)
         yield {"embedded": embedded, "elasticsearch": elastic}
     finally:
         embedded.close()
         elastic.delete_index()
         elastic.close()
+
+
+@pytest.fixture(scope="module")
+def backends(corpus, es_url, tmp_path_factory):
+    """Both backends holding the same corpus."""
+    with both_backends(corpus[0], es_url, tmp_path_factory.mktemp("parity"), "parity") as opened:
+        yield opened
 
 
 @pytest.mark.parametrize("backend", ["embedded", "elasticsearch"])
@@ -198,31 +205,9 @@ def max_sum_reference(docs, query) -> list[tuple[float, str]]:
 
 @pytest.fixture(scope="module")
 def cell_backends(cell_corpus, es_url, tmp_path_factory):
-    import uuid
-
-    from teran_es.config import ElasticsearchConfig
-    from teran_es.index.elastic import ElasticIndex
-    from teran_es.index.embedded import EmbeddedIndex
-
-    docs, _ = cell_corpus
-    workdir = tmp_path_factory.mktemp("cell-parity")
-    embedded = EmbeddedIndex.open(workdir / "embedded", segment_docs=700)  # several segments
-    elastic = ElasticIndex.open(
-        ElasticsearchConfig(url=es_url, bulk_chunk_docs=500),
-        f"teran-test-cell-parity-{uuid.uuid4().hex[:10]}",
-        dead_letter_path=workdir / "dead-letter.jsonl",
-    )
-    try:
-        for index in (embedded, elastic):
-            report = index.add(docs)
-            assert (report.indexed, report.failed) == (CELL_DOCS, 0)
-            index.refresh()
-            assert index.count() == CELL_DOCS
-        yield {"embedded": embedded, "elasticsearch": elastic}
-    finally:
-        embedded.close()
-        elastic.delete_index()
-        elastic.close()
+    """Both backends holding the bags of cells; the embedded one in several segments."""
+    with both_backends(cell_corpus[0], es_url, tmp_path_factory.mktemp("cell-parity"), "cell-parity", 700) as opened:
+        yield opened
 
 
 @pytest.mark.parametrize("backend", ["embedded", "elasticsearch"])
