@@ -95,3 +95,21 @@ def test_a_reader_opens_the_embedded_index_while_a_writer_holds_it(ingested):
         reader.close()
     finally:
         writer.close()
+
+
+def test_a_query_that_probes_no_indexed_cell_gets_no_hits_and_a_message(ingested, monkeypatch):
+    from teran_es.surrogate import MaxSumQuery
+
+    configs, model = ingested
+    searcher = Searcher.open(configs["cells"], model=model)
+    try:
+        # cells that no image holds, as when every probed cell of every word is empty
+        monkeypatch.setattr(
+            searcher, "first_stage_query", lambda words, mask: MaxSumQuery.of([{"m0c999999": 0.5}, {"m1c999999": 0.2}])
+        )
+        result = searcher.search("a red cat", k=5)
+        assert result.hits == [] and result.candidates == 0
+        assert "no indexed image holds" in result.message and "--exact" in result.message
+        assert searcher.search("a red cat", k=5, exact=True).hits  # the exact scan still answers
+    finally:
+        searcher.close()
