@@ -8,7 +8,9 @@ import sys
 import click
 
 from teran_es.cli.common import emit_json, json_option
-from teran_es.server import local_elasticsearch as local
+from teran_es.server import process
+from teran_es.server.errors import LocalServerError
+from teran_es.server.install import ELASTICSEARCH_VERSION
 
 # `status` exit codes follow the LSB convention scripts know from `systemctl status`.
 EXIT_NOT_RUNNING = 3
@@ -28,19 +30,19 @@ def elasticsearch() -> None:
 
 
 @elasticsearch.command()
-@click.option("--version", "version", default=local.ELASTICSEARCH_VERSION, show_default=True,
+@click.option("--version", "version", default=ELASTICSEARCH_VERSION, show_default=True,
               help="Elasticsearch version (fetched from Maven Central once).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="HTTP port on 127.0.0.1; 0 picks a free one.")
-@click.option("--heap", default=local.DEFAULT_HEAP, show_default=True, help="Maximum JVM heap, e.g. 512m or 1g.")
-@click.option("--timeout", type=float, default=local.DEFAULT_START_TIMEOUT, show_default=True,
+@click.option("--heap", default=process.DEFAULT_HEAP, show_default=True, help="Maximum JVM heap, e.g. 512m or 1g.")
+@click.option("--timeout", type=float, default=process.DEFAULT_START_TIMEOUT, show_default=True,
               help="Seconds to wait for the cluster to become healthy.")
 @json_option
 def start(version: str, port: int, heap: str, timeout: float, as_json: bool) -> None:
     """Start the local server (a no-op that prints the URL when it already runs)."""
     try:
-        state, started = local.start(version=version, port=port, heap=heap, timeout=timeout, log=_info)
-    except local.LocalServerError as exc:
+        state, started = process.start(version=version, port=port, heap=heap, timeout=timeout, log=_info)
+    except LocalServerError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         emit_json({"started": started, **dataclasses.asdict(state)})
@@ -53,13 +55,13 @@ def start(version: str, port: int, heap: str, timeout: float, as_json: bool) -> 
 
 
 @elasticsearch.command()
-@click.option("--timeout", type=float, default=local.DEFAULT_STOP_TIMEOUT, show_default=True,
+@click.option("--timeout", type=float, default=process.DEFAULT_STOP_TIMEOUT, show_default=True,
               help="Seconds to wait after SIGTERM before SIGKILL.")
 def stop(timeout: float) -> None:
     """Stop the local server started by `start` (by its recorded pid)."""
     try:
-        state = local.stop(timeout=timeout)
-    except local.LocalServerError as exc:
+        state = process.stop(timeout=timeout)
+    except LocalServerError as exc:
         raise click.ClickException(str(exc)) from None
     if state is None:
         _info("no local Elasticsearch was running")
@@ -71,7 +73,7 @@ def stop(timeout: float) -> None:
 @json_option
 def status(as_json: bool) -> None:
     """Say whether the local server runs (pid alive and HTTP answering). Exit code 3 when not."""
-    current = local.status()
+    current = process.status()
     if as_json:
         emit_json(dataclasses.asdict(current))
     elif current.running:
@@ -89,7 +91,7 @@ def status(as_json: bool) -> None:
 @elasticsearch.command()
 def url() -> None:
     """Print the local server's URL (for scripts); fail when it does not run."""
-    found = local.local_url()
+    found = process.local_url()
     if found is None:
         raise click.ClickException("no local Elasticsearch is running; start one with `teran-es elasticsearch start`")
     click.echo(found)

@@ -85,8 +85,9 @@ class ConnectionSettings:
 
 
 def _local_server_url() -> tuple[str | None, str]:
-    # Imported here: the server module is stdlib-only, but the index layer should not load it eagerly.
-    from teran_es.server.local_elasticsearch import local_url, server_paths
+    # Imported here: the server modules are stdlib-only, but the index layer should not load them eagerly.
+    from teran_es.server.process import local_url
+    from teran_es.server.state import server_paths
 
     return local_url(), str(server_paths().state_file)
 

@@ -17,7 +17,7 @@ def _find_server() -> tuple[str | None, str]:
     """(url, how it was found or why none was)."""
     if os.environ.get("ELASTICSEARCH_URL"):
         return os.environ["ELASTICSEARCH_URL"], "ELASTICSEARCH_URL"
-    from teran_es.server.local_elasticsearch import status
+    from teran_es.server.process import status
 
     local = status()
     if local.running:
@@ -102,17 +102,18 @@ def server_cache_with_distribution():
     server, borrowing the unpacked distribution from the real cache by a symlink (so nothing
     is downloaded). A second server can be killed, restarted or configured (security on)
     without touching the session's server."""
-    from teran_es.server import local_elasticsearch as local
+    from teran_es.server.install import ELASTICSEARCH_VERSION
+    from teran_es.server.state import server_paths
 
-    installed = local.server_paths().home(local.ELASTICSEARCH_VERSION)
+    installed = server_paths().home(ELASTICSEARCH_VERSION)
     if not (installed / "bin" / "elasticsearch").is_file():
-        message = f"Elasticsearch {local.ELASTICSEARCH_VERSION} is not unpacked in {installed.parent}"
+        message = f"Elasticsearch {ELASTICSEARCH_VERSION} is not unpacked in {installed.parent}"
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
 
     def prepare(directory):
-        paths = local.server_paths(directory)
+        paths = server_paths(directory)
         paths.dist.mkdir(parents=True)
         (paths.dist / installed.name).symlink_to(installed, target_is_directory=True)
         return directory
@@ -124,8 +125,8 @@ def server_cache_with_distribution():
 def private_server_cache(server_cache_with_distribution, tmp_path):
     """The cache directory of a second local server for this test; whatever runs from it is
     stopped at the end."""
-    from teran_es.server import local_elasticsearch as local
+    from teran_es.server.process import stop
 
     cache = server_cache_with_distribution(tmp_path / "server-cache")
     yield cache
-    local.stop(cache)
+    stop(cache)

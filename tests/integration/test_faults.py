@@ -40,7 +40,9 @@ from teran_es.index.es_queries import document_from_source
 from teran_es.indexer import Ingestor
 from teran_es.model.checkpoint import save_checkpoint
 from teran_es.model.teran import build_model
-from teran_es.server import local_elasticsearch as local
+from teran_es.server.health import http_get_json
+from teran_es.server.process import pid_alive, start
+from teran_es.server.state import ServerState
 from teran_es.store import FeatureStore
 from teran_es.surrogate import load_encoder
 from teran_es.workdir import Artifacts
@@ -158,7 +160,7 @@ class KillWhenIndexed(threading.Thread):
     reports ``after`` indexed documents: it polls the node's indexing counter, so the kill lands
     while bulk requests are streaming in."""
 
-    def __init__(self, state: local.ServerState, after: int):
+    def __init__(self, state: ServerState, after: int):
         super().__init__(daemon=True)
         self.state = state
         self.after = after
@@ -168,7 +170,7 @@ class KillWhenIndexed(threading.Thread):
     def run(self) -> None:
         stats = f"{self.state.url}/_nodes/_local/stats/indices/indexing?filter_path=nodes.*.indices.indexing.index_total"
         while not self._done.is_set():
-            body = local.http_get_json(stats, timeout=1.0) or {}
+            body = http_get_json(stats, timeout=1.0) or {}
             total = sum(n["indices"]["indexing"]["index_total"] for n in body.get("nodes", {}).values())
             if total >= self.after:
                 os.killpg(self.state.pid, signal.SIGKILL)
@@ -181,10 +183,10 @@ class KillWhenIndexed(threading.Thread):
         self.join(timeout=10)
 
 
-def wait_until_dead(state: local.ServerState, timeout: float = 60.0) -> None:
+def wait_until_dead(state: ServerState, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     # pid_alive reaps the launcher (a child of this process); the port closes with the JVM.
-    while local.pid_alive(state.pid) or local.http_get_json(f"{state.url}/_cluster/health", timeout=1.0):
+    while pid_alive(state.pid) or http_get_json(f"{state.url}/_cluster/health", timeout=1.0):
         assert time.monotonic() < deadline, "the killed server is still running"
         time.sleep(0.2)
 
@@ -194,7 +196,7 @@ def wait_until_dead(state: local.ServerState, timeout: float = 60.0) -> None:
 def test_elasticsearch_killed_mid_ingest_then_restarted_loses_and_duplicates_nothing(
     collection, private_server_cache, tmp_path
 ):
-    state, _ = local.start(cache_dir=private_server_cache, heap="512m", log=lambda _line: None)
+    state, _ = start(cache_dir=private_server_cache, heap="512m", log=lambda _line: None)
     config = load_config(
         collection.pipeline,
         [
@@ -216,7 +218,7 @@ def test_elasticsearch_killed_mid_ingest_then_restarted_loses_and_duplicates_not
     wait_until_dead(state)
 
     # Same port and data directory: the pipeline config stays as it was.
-    restarted, started = local.start(
+    restarted, started = start(
         cache_dir=private_server_cache, port=state.http_port, heap="512m", log=lambda _line: None
     )
     assert started and restarted.url == state.url and restarted.data_dir == state.data_dir

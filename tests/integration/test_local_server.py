@@ -9,25 +9,28 @@ import os
 import pytest
 
 from teran_es.cli import main
-from teran_es.server import local_elasticsearch as local
+from teran_es.server.health import http_get_json, server_version
+from teran_es.server.install import ELASTICSEARCH_VERSION
+from teran_es.server.process import pid_alive, stop
+from teran_es.server.state import server_paths
 
 pytestmark = [pytest.mark.elasticsearch, pytest.mark.slow]
 
 
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
-    installed = local.server_paths().home(local.ELASTICSEARCH_VERSION)
+    installed = server_paths().home(ELASTICSEARCH_VERSION)
     if not (installed / "bin" / "elasticsearch").is_file():
         if os.environ.get("TERAN_ES_REQUIRE_ELASTICSEARCH") == "1":
-            pytest.fail(f"Elasticsearch {local.ELASTICSEARCH_VERSION} is not unpacked in {installed.parent}")
-        pytest.skip(f"Elasticsearch {local.ELASTICSEARCH_VERSION} is not unpacked in {installed.parent}")
+            pytest.fail(f"Elasticsearch {ELASTICSEARCH_VERSION} is not unpacked in {installed.parent}")
+        pytest.skip(f"Elasticsearch {ELASTICSEARCH_VERSION} is not unpacked in {installed.parent}")
     cache = tmp_path / "cache"
-    paths = local.server_paths(cache)
+    paths = server_paths(cache)
     paths.dist.mkdir(parents=True)
     (paths.dist / installed.name).symlink_to(installed, target_is_directory=True)
     monkeypatch.setenv("TERAN_ES_CACHE", str(cache))
     yield paths
-    local.stop(cache)  # whatever the test did
+    stop(cache)  # whatever the test did
 
 
 def test_start_status_url_stop(private_cache, capsys):
@@ -36,10 +39,10 @@ def test_start_status_url_stop(private_cache, capsys):
 
     assert main(["elasticsearch", "start", "--heap", "512m", "--json"]) == 0
     started = json.loads(capsys.readouterr().out)
-    assert started["started"] is True and started["version"] == local.ELASTICSEARCH_VERSION
+    assert started["started"] is True and started["version"] == ELASTICSEARCH_VERSION
     assert started["heap"] == "-Xms512m -Xmx512m"
-    assert local.http_get_json(f"{started['url']}/_cluster/health")["status"] in ("green", "yellow")
-    assert local.server_version(started["url"]) == local.ELASTICSEARCH_VERSION
+    assert http_get_json(f"{started['url']}/_cluster/health")["status"] in ("green", "yellow")
+    assert server_version(started["url"]) == ELASTICSEARCH_VERSION
 
     # Starting again is a no-op that prints the same URL.
     assert main(["elasticsearch", "start"]) == 0
@@ -51,8 +54,8 @@ def test_start_status_url_stop(private_cache, capsys):
     assert status["running"] and status["pid"] == started["pid"] and status["health"] in ("green", "yellow")
 
     assert main(["elasticsearch", "stop"]) == 0
-    assert not local.pid_alive(started["pid"])
-    assert local.http_get_json(f"{started['url']}/_cluster/health", timeout=2) is None
+    assert not pid_alive(started["pid"])
+    assert http_get_json(f"{started['url']}/_cluster/health", timeout=2) is None
     assert not private_cache.state_file.exists()
     assert main(["elasticsearch", "status"]) == 3
     assert main(["elasticsearch", "url"]) == 1

@@ -36,7 +36,10 @@ from teran_es.index import IndexUnavailableError, SurrogateDocument
 from teran_es.index.connection import NoElasticsearchError, resolve_connection
 from teran_es.index.elastic import ElasticIndex
 from teran_es.searcher import Searcher
-from teran_es.server import local_elasticsearch as local
+from teran_es.server.install import ELASTICSEARCH_VERSION
+from teran_es.server.java import find_java, required_java_major
+from teran_es.server.process import start, stop
+from teran_es.server.state import server_paths
 
 pytestmark = [pytest.mark.elasticsearch, pytest.mark.slow]
 
@@ -137,14 +140,14 @@ def secure_server(server_cache_with_distribution, tmp_path_factory):
     pytest.importorskip("cryptography")
     root = tmp_path_factory.mktemp("secure")
     cache = server_cache_with_distribution(root / "cache")
-    home = local.server_paths().home(local.ELASTICSEARCH_VERSION)
+    home = server_paths().home(ELASTICSEARCH_VERSION)
     config_dir = root / "config"
     # A config directory of its own: keystore, users and certificates stay out of the shared distribution.
     shutil.copytree(home / "config", config_dir, ignore=shutil.ignore_patterns("elasticsearch.keystore"))
     with (config_dir / "roles.yml").open("a") as fh:
         fh.write(ROLES)
     write_certificates(config_dir / "certs")
-    java = local.find_java(local.required_java_major(local.ELASTICSEARCH_VERSION))
+    java = find_java(required_java_major(ELASTICSEARCH_VERSION))
     users = {
         "teran": ("teran_writer", "tw-" + secrets.token_urlsafe(18)),
         "reader": ("teran_reader", "tr-" + secrets.token_urlsafe(18)),
@@ -163,7 +166,7 @@ def secure_server(server_cache_with_distribution, tmp_path_factory):
         except OSError:
             return False
 
-    state, _ = local.start(
+    state, _ = start(
         cache_dir=cache, heap="512m", settings=SECURITY_SETTINGS, config_dir=config_dir, ready=ready, log=lambda _m: None
     )
     assert state.url.startswith("https://127.0.0.1:")
@@ -174,7 +177,7 @@ def secure_server(server_cache_with_distribution, tmp_path_factory):
         password=users["teran"][1],
         reader_password=users["reader"][1],
     )
-    local.stop(cache)
+    stop(cache)
 
 
 @pytest.fixture

@@ -60,12 +60,13 @@ def test_the_local_state_file_is_used_when_its_process_runs(empty_cache, monkeyp
     import json
     import os
 
-    from teran_es.server import local_elasticsearch as local
+    from teran_es.server.process import _process_start_ticks
+    from teran_es.server.state import server_paths
 
-    paths = local.server_paths()
+    paths = server_paths()
     paths.root.mkdir(parents=True)
     state = {
-        "url": "http://127.0.0.1:45678", "pid": os.getpid(), "pid_start_ticks": local._process_start_ticks(os.getpid()),
+        "url": "http://127.0.0.1:45678", "pid": os.getpid(), "pid_start_ticks": _process_start_ticks(os.getpid()),
         "version": "9.5.4", "java_home": "/j", "java_version": "25", "home": "/h", "data_dir": "/d", "logs_dir": "/l",
         "console_log": "/l/c", "http_port": 45678, "transport_port": 45679, "heap": "-Xmx1g", "started_at": "now",
     }
