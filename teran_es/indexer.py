@@ -7,7 +7,7 @@ extractor (``[extractor]``, weights from a file). A file that does not decode is
 ``skipped.jsonl`` and counted in ``IngestReport.skipped_bad``; the rest goes on.
 
 What the work directory of a pipeline holds is described in ``workdir.py``. Documents
-Elasticsearch rejects go to a dead-letter file; ``Ingestor.retry_failed``
+Elasticsearch rejects go to a dead-letter file; ``retry.retry_failed``
 (``teran-es ingest --retry-failed``) indexes them again.
 
 Order of writes per batch: feature store first, index second. An interrupted ingest is
@@ -33,7 +33,7 @@ from teran_es.encoding import encode_image_records
 from teran_es.features.images import ImageDecodeError
 from teran_es.features.pixels import ImageFile
 from teran_es.features.records import ImageRecord, RecordError, validate_record
-from teran_es.index import Index, SurrogateDocument, dead_letter_path, open_index
+from teran_es.index import Index, SurrogateDocument, open_index
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
 from teran_es.rerank import resolve_device
@@ -43,9 +43,6 @@ from teran_es.surrogate.terms import parse_region_document_id, region_document_i
 from teran_es.workdir import Artifacts, index_meta, open_quantizer
 
 log = logging.getLogger(__name__)
-
-# A dead-letter file being retried is moved aside under this suffix until the retry is done.
-RETRYING_SUFFIX = ".retrying"
 
 
 @dataclass
@@ -72,24 +69,7 @@ class IngestReport:
         return asdict(self)
 
 
-@dataclass
-class RetryReport:
-    """What ``Ingestor.retry_failed`` did with the dead-letter file."""
-
-    records: int = 0  # lines read from the dead-letter file
-    unreadable_lines: int = 0  # lines that were not JSON (a write cut short): dropped, with a warning
-    images: int = 0  # distinct images those documents belong to
-    indexed: int = 0
-    failed: int = 0  # rejected again: written to the dead-letter file anew
-    not_in_store: list[str] = field(default_factory=list)  # kept in the dead-letter file: re-ingest their source
-    dead_letter_path: str | None = None
-    total_in_index: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class _Shown(NamedTuple):
+class ShownFields(NamedTuple):
     """What a hit shows of an image whose source record is not at hand (a retried document)."""
 
     path: str | None
@@ -157,7 +137,8 @@ class Ingestor:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _open_index(self) -> Index:
+    def writable_index(self) -> Index:
+        """The pipeline's index, opened (and created when missing) on first use; needs the quantizer."""
         if self.index is None:
             assert self.quantizer is not None
             self.index = open_index(
@@ -235,7 +216,7 @@ class Ingestor:
         ids: list[str],
         regions: np.ndarray,
         mask: np.ndarray,
-        records: dict[str, ImageRecord] | dict[str, _Shown],
+        records: dict[str, ImageRecord] | dict[str, ShownFields],
     ) -> list[SurrogateDocument]:
         assert self.quantizer is not None
         batch = self.quantizer.encode_images(regions, mask)
@@ -284,7 +265,7 @@ class Ingestor:
             in_store = self.store.contains(ids)
             in_index: set[str] = set()
             if self.quantizer is not None:
-                found = self._open_index().existing_ids(self._probe_ids(ids))
+                found = self.writable_index().existing_ids(self._probe_ids(ids))
                 in_index = self._image_ids_of(found)
             to_encode = [i for i in ids if i not in in_store]
             report.skipped_existing += sum(1 for i in ids if i in in_store and i in in_index)
@@ -309,7 +290,7 @@ class Ingestor:
                 self._fit_on(list(waiting))
                 report.quantizer_fitted = True
             if self.quantizer is not None and waiting:
-                self._index(waiting, report)
+                self.index_stored(waiting, report)
                 waiting = {}
             if progress is not None:
                 progress.update(len(batch))
@@ -318,10 +299,10 @@ class Ingestor:
             self._fit_on(list(waiting))
             report.quantizer_fitted = True
         if waiting:
-            self._index(waiting, report)
+            self.index_stored(waiting, report)
         self.store.flush()
         if self.quantizer is not None:
-            index = self._open_index()
+            index = self.writable_index()
             index.refresh()
             report.total_in_index = index.count()
         report.total_in_store = len(self.store)
@@ -345,9 +326,14 @@ class Ingestor:
         regions, mask = self.store.get_many(ids)
         self._fit_quantizer(regions.numpy(), mask.numpy())
 
-    def _index(
-        self, records: dict[str, ImageRecord] | dict[str, _Shown], report: IngestReport, chunk: int = 512
+    def index_stored(
+        self, records: dict[str, ImageRecord] | dict[str, ShownFields], report: IngestReport, chunk: int = 512
     ) -> None:
+        """Index the images ``records`` names from their stored regions, counting into ``report``.
+
+        ``records`` gives what each hit shows (path, first caption); the regions come from the
+        feature store, so every id must be stored.
+        """
         ids = list(records)
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
@@ -356,7 +342,7 @@ class Ingestor:
             docs = self._documents(part, regions.numpy(), mask.numpy(), records)
             report.timings["quantize"] += time.perf_counter() - t
             t = time.perf_counter()
-            result = self._open_index().add(docs)
+            result = self.writable_index().add(docs)
             report.timings["index"] += time.perf_counter() - t
             report.index_failed += result.failed
             report.indexed += (
@@ -364,78 +350,6 @@ class Ingestor:
             )
             if result.dead_letter_path:
                 report.dead_letter_path = result.dead_letter_path
-
-    # -- the dead-letter file ------------------------------------------------------------
-
-    def retry_failed(self) -> RetryReport:
-        """Index again the images whose documents the dead-letter file holds.
-
-        Their documents are rebuilt from the feature store with the pipeline's quantizer (what
-        a fresh ingest would send), so the source is not needed. The file is first moved aside
-        to ``<name>.retrying``: documents rejected again go to a new dead-letter file, and the
-        moved one is deleted only once the retry has finished. An interrupted retry (server
-        down) leaves it in place for the next retry, which reads both.
-        """
-        report = RetryReport()
-        live = dead_letter_path(self.config)
-        aside = live.with_name(live.name + RETRYING_SUFFIX)
-        report.dead_letter_path = str(live)
-        if live.exists():
-            if aside.exists():
-                ends_cleanly = aside.read_bytes().endswith(b"\n") or aside.stat().st_size == 0
-                with aside.open("a", encoding="utf-8") as out:
-                    out.write(("" if ends_cleanly else "\n") + live.read_text(encoding="utf-8"))
-                live.unlink()
-            else:
-                live.replace(aside)
-        if not aside.exists():
-            return report
-        if self.quantizer is None:
-            raise ValueError(f"{aside} names failed documents, but pipeline {self.config.name!r} has no quantizer yet")
-        wanted: dict[str, _Shown] = {}
-        records_of: dict[str, list[str]] = {}
-        for line in aside.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                document = record.get("document") or {}
-                image_id = self._image_id_of_failed(str(record["id"]), document)
-            except (ValueError, KeyError, TypeError, AttributeError):  # JSONDecodeError is a ValueError
-                report.unreadable_lines += 1
-                continue
-            report.records += 1
-            caption = document.get("caption")
-            wanted.setdefault(image_id, _Shown(document.get("path"), [caption] if caption else []))
-            records_of.setdefault(image_id, []).append(line)
-        if report.unreadable_lines:
-            log.warning("%d lines of %s are not JSON records; dropped", report.unreadable_lines, aside)
-        report.images = len(wanted)
-        stored = self.store.contains(wanted)
-        report.not_in_store = sorted(set(wanted) - stored)
-        if report.not_in_store:
-            # Nothing to rebuild them from: keep their records for a re-run of the ingest of their source.
-            live.parent.mkdir(parents=True, exist_ok=True)
-            with live.open("a", encoding="utf-8") as out:
-                for image_id in report.not_in_store:
-                    # dict.fromkeys: a record read from both files (an interrupted retry) is kept once.
-                    out.write("".join(line + "\n" for line in dict.fromkeys(records_of[image_id])))
-        indexed = IngestReport()
-        self._index({i: wanted[i] for i in wanted if i in stored}, indexed)
-        index = self._open_index()
-        index.refresh()
-        report.indexed, report.failed = indexed.indexed, indexed.index_failed
-        report.total_in_index = index.count()
-        aside.unlink()
-        return report
-
-    def _image_id_of_failed(self, doc_id: str, document: dict) -> str:
-        metadata = document.get("metadata") or {}
-        if metadata.get("image_id"):
-            return str(metadata["image_id"])
-        if self.quantizer is not None and self.quantizer.region_documents:
-            return parse_region_document_id(doc_id)[0]
-        return doc_id
 
     def close(self) -> None:
         self.store.close()

@@ -51,6 +51,7 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     from teran_es.index import IndexError_
     from teran_es.indexer import Ingestor
     from teran_es.model.checkpoint import CheckpointError
+    from teran_es.retry import retry_failed as retry_dead_letters
     from teran_es.store import StoreError
 
     if retry_failed == (source is not None):
@@ -62,7 +63,7 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     try:
         with Ingestor(config) as ingestor:
             if retry_failed:
-                retried = ingestor.retry_failed()
+                retried = retry_dead_letters(ingestor)
             else:
                 records = iter_source_records(
                     source,

@@ -193,7 +193,7 @@ def test_ingest_the_collection_with_captions(trained, collection, tmp_path):
     config.workdir = str(tmp_path / "work")
     with Ingestor(config) as ingestor:
         report = ingestor.ingest(iter_source_records(collection, split="val"))
-        doc = ingestor._open_index().get("shape-003")
+        doc = ingestor.writable_index().get("shape-003")
     assert report.seen == 9 and report.skipped_bad == 0 and report.total_in_store == 9
     assert doc is not None and doc.caption == "a red square" and doc.path.endswith("003.png")
 

@@ -1,4 +1,4 @@
-"""`Ingestor.retry_failed` on the embedded backend: the dead-letter file is read (torn lines
+"""`retry.retry_failed` on the embedded backend: the dead-letter file is read (torn lines
 dropped), the images are indexed again from the feature store, and the file is moved aside
 during the retry and removed only after it."""
 
@@ -9,7 +9,8 @@ import json
 import pytest
 
 from teran_es.index import dead_letter_path, open_index
-from teran_es.indexer import RETRYING_SUFFIX, Ingestor
+from teran_es.indexer import Ingestor
+from teran_es.retry import RETRYING_SUFFIX, retry_failed
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def ingested(tiny_pipeline, tmp_path, ingest_tiny, tiny_quantizer):
 
 def retry(config, model):
     with Ingestor(config, model=model) as ingestor:
-        return ingestor.retry_failed()
+        return retry_failed(ingestor)
 
 
 def test_retry_indexes_what_failed_and_keeps_only_what_cannot_be_rebuilt(ingested):
