@@ -1,17 +1,22 @@
-"""Durable file replacement: write to a temporary name, fsync, rename over the final name.
+"""Files of the feature store: durable replacement, and the lock of its one writer.
 
-A rename within one directory is atomic on POSIX file systems, so a reader (or a process
+A file is replaced by writing a temporary name, fsyncing it and renaming it over the final
+name. A rename within one directory is atomic on POSIX file systems, so a reader (or a process
 restarted after a crash) sees either the old file or the complete new one, never a torn one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from teran_es.store.errors import StoreError, StoreNotFoundError, StoreNotWritableError
+
 TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".lock"
 
 
 def fsync_directory(directory: Path) -> None:
@@ -43,3 +48,24 @@ def write_atomically(final: Path, write: Callable[[BinaryIO], None]) -> int:
         raise
     fsync_directory(final.parent)
     return size
+
+
+def take_writer_lock(path: Path) -> int:
+    """Hold ``path/.lock`` exclusively (released by the kernel if the process dies); its descriptor."""
+    try:
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        raise StoreNotFoundError(f"no feature store directory at {path}") from None
+    except OSError as exc:
+        raise StoreNotWritableError(
+            f"cannot write to feature store directory {path} ({exc.strerror}); "
+            "open it with writable=False to read it, or fix its permissions"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"feature store {path} is already open for writing (by this or another process)"
+        ) from None
+    return fd

@@ -5,18 +5,17 @@ A store is a directory::
     manifest.json        the commit point: format version, dim, dtype, model fingerprint,
                          shard list, tombstones, counts (see ``manifest.py``)
     shard-00000.arrow    up to ``shard_size`` images each (see ``shard.py``)
-    .lock                held (flock) by the one process that may write
+    .lock                held (flock) by the one process that may write (see ``files.py``)
 
 Writes go to an in-memory pending shard; a full pending shard, ``flush()`` and ``close()``
 write it as a new immutable shard and then replace the manifest. Everything added is visible
 to this object's reads at once, and durable once committed. A crash loses only the images
 added since the last commit; an ingest that is simply re-run skips what is already there.
+Opening a directory is ``directory.py``; where each id's regions are is ``rows.py``.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,46 +23,26 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import pyarrow as pa
 import torch
 
-import teran_es
-from teran_es.config import StoreConfig
-from teran_es.store.codec import (
-    STORAGE_DTYPE,
-    check_dtype,
-    decode_into,
-    encode,
-    has_scales,
-)
-from teran_es.store.errors import StoreError, StoreMismatchError, StoreNotFoundError, StoreNotWritableError
-from teran_es.store.files import TMP_SUFFIX
+from teran_es.store.codec import STORAGE_DTYPE, decode_into, encode
+from teran_es.store.directory import open_directory
+from teran_es.store.errors import StoreError, StoreNotWritableError
 from teran_es.store.inputs import check_values, checked_ids, stack_regions
 from teran_es.store.manifest import (
-    KINDS,
-    MANIFEST_NAME,
     Manifest,
     ShardEntry,
-    read_manifest,
+    library_versions,
+    open_listed_shard,
     utc_now,
     write_manifest,
 )
-from teran_es.store.pending import GrowableColumn, PendingShard
-from teran_es.store.shard import (
-    SHARD_PREFIX,
-    SHARD_SUFFIX,
-    ShardView,
-    open_shard,
-    shard_file_name,
-    write_shard,
-)
+from teran_es.store.pending import PendingShard
+from teran_es.store.rows import RowTable
+from teran_es.store.shard import ShardView, open_shard, shard_file_name, write_shard
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".lock"
-# List offsets are int32: shard_size * inputs.MAX_REGIONS_PER_ITEM must stay below 2**31.
-MAX_SHARD_SIZE = 65536
-_MISSING_SHOWN = 5
 
 
 class AddResult(NamedTuple):
@@ -89,16 +68,13 @@ class FeatureStore:
         self._dirty = False
         self._shards: list[ShardView] = []
         # Every stored row (committed or pending), in storage order, and the live row of each id.
-        self._where: dict[str, int] = {}
-        self._row_shard = GrowableColumn(np.int32)
-        self._row_start = GrowableColumn(np.int64)
-        self._row_count = GrowableColumn(np.int32)
+        self._rows = RowTable(path)
         self._deleted: set[str] = set(manifest.deleted)
         self._pending: PendingShard | None = None
         for entry in manifest.shards:
-            self._attach(self._open_listed_shard(entry))
+            self._attach(open_listed_shard(path, entry, manifest.dim, manifest.dtype))
         for item_id in self._deleted:
-            self._where.pop(item_id, None)
+            self._rows.forget(item_id)
 
     # ---------------------------------------------------------------- opening
 
@@ -125,85 +101,26 @@ class FeatureStore:
         """
         path = Path(path)
         writable = create if writable is None else writable
-        if create and not writable:
-            raise ValueError("create=True needs a writable store (writable=True)")
-        if dtype is not None:
-            check_dtype(dtype)
-        if kind is not None and kind not in KINDS:
-            raise ValueError(f"unknown feature store kind {kind!r} (known: {', '.join(KINDS)})")
-        if shard_size is not None and not 1 <= shard_size <= MAX_SHARD_SIZE:
-            raise ValueError(f"shard_size must be between 1 and {MAX_SHARD_SIZE}, got {shard_size}")
-        if path.exists() and not path.is_dir():
-            raise StoreNotFoundError(f"{path} is a file, not a feature store directory")
-        if not path.exists() and not create:
-            raise StoreNotFoundError(
-                f"no feature store at {path}: the directory does not exist (open with create=True to make one)"
-            )
-
-        lock_fd = None
-        if writable:
-            if create:
-                try:
-                    path.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                        raise
-                    raise StoreNotWritableError(
-                        f"cannot create feature store directory {path}: {exc.strerror}"
-                    ) from None
-            lock_fd = _take_writer_lock(path)
+        manifest, lock_fd = open_directory(
+            path,
+            create=create,
+            writable=writable,
+            dim=dim,
+            dtype=dtype,
+            model_fingerprint=model_fingerprint,
+            kind=kind,
+            shard_size=shard_size,
+        )
         try:
-            try:
-                manifest = read_manifest(path)
-                is_new = False
-            except FileNotFoundError:
-                if not create:
-                    raise StoreNotFoundError(
-                        f"no feature store at {path}: {MANIFEST_NAME} is missing (open with create=True to make one)"
-                    ) from None
-                manifest = _new_manifest(path, dim, dtype, model_fingerprint, kind, shard_size)
-                is_new = True
-            if not is_new:
-                _check_expectations(path, manifest, dim, dtype, model_fingerprint, kind)
-                if shard_size is not None:
-                    manifest.shard_size = shard_size
-            if writable:
-                _remove_uncommitted_files(path, manifest)
-            if is_new:
-                # Written at once so that the directory is a valid, empty store from now on.
-                manifest.created = manifest.updated = utc_now()
-                manifest.written_by = _library_versions()
-                write_manifest(path, manifest)
             return cls(path, manifest, writable=writable, lock_fd=lock_fd)
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
             raise
 
-    def _open_listed_shard(self, entry: ShardEntry) -> ShardView:
-        file = self.path / entry.file
-        try:
-            size = file.stat().st_size
-        except FileNotFoundError:
-            raise StoreError(
-                f"feature store {self.path} lists shard {entry.file}, which is missing"
-            ) from None
-        if size != entry.bytes:
-            raise StoreError(
-                f"shard {file} has {size} bytes but the manifest recorded {entry.bytes}: it was changed or truncated"
-            )
-        view = open_shard(file, self.dim, self.dtype)
-        if len(view.ids) != entry.images or len(view.codes) != entry.regions:
-            raise StoreError(f"shard {file} does not hold the images and regions its manifest entry records")
-        return view
-
     def _attach(self, view: ShardView) -> None:
         """Add a committed shard's rows to the id map; later rows of an id replace earlier ones."""
-        base = len(self._row_shard)
-        self._row_shard.extend(np.full(len(view.ids), len(self._shards), dtype=np.int32))
-        self._row_start.extend(view.starts)
-        self._row_count.extend(view.counts)
-        self._where.update(zip(view.ids, range(base, base + len(view.ids)), strict=True))
+        self._rows.add(len(self._shards), view.ids, view.starts, view.counts)
         self._shards.append(view)
 
     # ---------------------------------------------------------------- description
@@ -235,7 +152,7 @@ class FeatureStore:
     def stats(self) -> dict[str, int]:
         """Counts: live images, stored rows and regions (committed), tombstones, shards, bytes."""
         return {
-            "images": len(self._where),
+            "images": len(self._rows.row_of),
             "rows": sum(e.images for e in self._manifest.shards),
             "regions": sum(e.regions for e in self._manifest.shards),
             "deleted": len(self._deleted),
@@ -247,26 +164,26 @@ class FeatureStore:
     def __repr__(self) -> str:
         return (
             f"FeatureStore({str(self.path)!r}, kind={self.kind}, dim={self.dim}, dtype={self.dtype}, "
-            f"images={len(self._where)}, writable={self.writable})"
+            f"images={len(self._rows.row_of)}, writable={self.writable})"
         )
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._rows.row_of)
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self._where
+        return item_id in self._rows.row_of
 
     def ids(self) -> list[str]:
         """Live ids, in storage order (the order a sequential scan reads them)."""
-        return list(self._where)
+        return list(self._rows.row_of)
 
     def positions(self, ids: Sequence[str]) -> list[int]:
         """Storage positions of ``ids`` (sorting by them gives storage order); KeyError if unknown."""
-        return self._rows_of(ids).tolist()
+        return self._rows.rows(ids).tolist()
 
     def contains(self, ids: Iterable[str]) -> set[str]:
         """The subset of ``ids`` that the store holds."""
-        where = self._where
+        where = self._rows.row_of
         return {i for i in ids if i in where}
 
     # ---------------------------------------------------------------- reading
@@ -317,63 +234,20 @@ class FeatureStore:
         """Yield ``(ids, regions, mask)`` over every live item in storage order (the exhaustive scan)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        snapshot = list(self._where)
+        live = self._rows.row_of
+        snapshot = list(live)
         for begin in range(0, len(snapshot), batch_size):
             # Skip ids deleted since the scan started rather than fail on them.
-            chunk = [i for i in snapshot[begin : begin + batch_size] if i in self._where]
+            chunk = [i for i in snapshot[begin : begin + batch_size] if i in live]
             if chunk:
                 regions, mask = self.get_many(chunk, device)
                 yield chunk, regions, mask
 
     def _gather(self, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """The stored codes of ``ids``: ``(codes [B, Rmax, D], scales [B, Rmax] or None, mask [B, Rmax])``.
-
-        One fancy-indexed copy per shard that holds some of the ids, not one per image: a rerank
-        of 1,000 candidates spends its time in the copy, not in per-image overhead. Padded slots
-        stay zero (codes and scales), so they decode to zero vectors.
-        """
+        """The stored codes of ``ids``: ``(codes [B, Rmax, D], scales [B, Rmax] or None, mask [B, Rmax])``."""
         self._require_open()
-        rows = self._rows_of(ids)
-        counts = self._row_count.view()[rows].astype(np.int64)
-        width = int(counts.max()) if len(rows) else 0
-        mask = np.arange(width) < counts[:, None]
-        # Every region of every id: where it goes (a flat [B * Rmax] slot), where it comes from.
-        slots = np.flatnonzero(mask)
-        first_region = np.cumsum(counts) - counts  # of each id, in this flat list of regions
-        within = np.arange(counts.sum()) - np.repeat(first_region, counts)
-        sources = np.repeat(self._row_start.view()[rows], counts) + within
-        shard_of = np.repeat(self._row_shard.view()[rows], counts)
         code_sources, scale_sources = self._sources()
-        codes = np.zeros((len(rows) * width, self.dim), dtype=STORAGE_DTYPE[self.dtype])
-        scales = np.zeros(len(rows) * width, dtype=np.float32) if has_scales(self.dtype) else None
-        order = np.argsort(shard_of, kind="stable")
-        shard_ids, firsts = np.unique(shard_of[order], return_index=True)
-        bounds = np.append(firsts, len(order)).tolist()
-        for shard, lo, hi in zip(shard_ids.tolist(), bounds[:-1], bounds[1:], strict=True):
-            part = order[lo:hi]
-            codes[slots[part]] = code_sources[shard].numpy()[sources[part]]
-            if scales is not None:
-                scales[slots[part]] = scale_sources[shard].numpy()[sources[part]]
-        return (
-            torch.from_numpy(codes.reshape(len(rows), width, self.dim)),
-            None if scales is None else torch.from_numpy(scales.reshape(len(rows), width)),
-            torch.from_numpy(mask),
-        )
-
-    def _rows_of(self, ids: Sequence[str]) -> np.ndarray:
-        if isinstance(ids, str):
-            raise TypeError("get_many takes a sequence of ids, not a single string")
-        where = self._where
-        try:
-            rows = [where[i] for i in ids]
-        except KeyError:
-            missing = [i for i in ids if i not in where]
-            shown = ", ".join(repr(i) for i in missing[:_MISSING_SHOWN])
-            more = f" and {len(missing) - _MISSING_SHOWN} more" if len(missing) > _MISSING_SHOWN else ""
-            raise KeyError(
-                f"{len(missing)} of {len(ids)} ids are not in the feature store {self.path}: {shown}{more}"
-            ) from None
-        return np.fromiter(rows, dtype=np.int64, count=len(rows))
+        return self._rows.gather(ids, code_sources, scale_sources, self.dim, self.dtype)
 
     def _sources(self) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
         """Codes and scales of every shard by shard number, the pending one last."""
@@ -403,8 +277,9 @@ class FeatureStore:
 
         keep: list[int] = []
         seen: set[str] = set()
+        live = self._rows.row_of
         for position, item_id in enumerate(id_list):
-            if item_id not in self._where and item_id not in seen:
+            if item_id not in live and item_id not in seen:
                 seen.add(item_id)
                 keep.append(position)
         if not keep:
@@ -442,7 +317,7 @@ class FeatureStore:
         self._require_writable()
         removed = 0
         for item_id in ids:
-            if self._where.pop(item_id, None) is not None:
+            if self._rows.forget(item_id):
                 self._deleted.add(item_id)
                 removed += 1
         self._dirty = self._dirty or removed > 0
@@ -491,12 +366,8 @@ class FeatureStore:
         starts[0] = first
         np.cumsum(counts[:-1], out=starts[1:])
         starts[1:] += first
-        base = len(self._row_shard)
         # The pending shard will be committed as shard number len(self._shards), with the same layout.
-        self._row_shard.extend(np.full(len(ids), len(self._shards), dtype=np.int32))
-        self._row_start.extend(starts)
-        self._row_count.extend(counts)
-        self._where.update(zip(ids, range(base, base + len(ids)), strict=True))
+        self._rows.add(len(self._shards), ids, starts, counts)
         self._deleted.difference_update(ids)
 
     def _commit(self) -> None:
@@ -526,7 +397,7 @@ class FeatureStore:
         manifest.generation += 1
         manifest.deleted = sorted(self._deleted)
         manifest.updated = utc_now()
-        manifest.written_by = _library_versions()
+        manifest.written_by = library_versions()
         stats = self.stats()
         manifest.counts = {
             key: stats[key] for key in ("images", "rows", "regions", "deleted", "shards", "bytes")
@@ -544,95 +415,3 @@ class FeatureStore:
             raise StoreNotWritableError(
                 f"feature store {self.path} was opened read-only; open it with writable=True to change it"
             )
-
-
-# -------------------------------------------------------------------- helpers
-
-
-def _library_versions() -> dict[str, str]:
-    return {"teran_es": teran_es.__version__, "pyarrow": pa.__version__, "numpy": np.__version__}
-
-
-def _take_writer_lock(path: Path) -> int:
-    """Hold ``path/.lock`` exclusively (released by the kernel if the process dies)."""
-    try:
-        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except FileNotFoundError:
-        raise StoreNotFoundError(f"no feature store directory at {path}") from None
-    except OSError as exc:
-        raise StoreNotWritableError(
-            f"cannot write to feature store directory {path} ({exc.strerror}); "
-            "open it with writable=False to read it, or fix its permissions"
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreError(
-            f"feature store {path} is already open for writing (by this or another process)"
-        ) from None
-    return fd
-
-
-def _new_manifest(
-    path: Path,
-    dim: int | None,
-    dtype: str | None,
-    model_fingerprint: str | None,
-    kind: str | None,
-    shard_size: int | None,
-) -> Manifest:
-    if dim is None or dim < 1:
-        raise ValueError(f"creating feature store {path} needs dim (a positive int), got {dim!r}")
-    if not model_fingerprint:
-        raise ValueError(
-            f"creating feature store {path} needs model_fingerprint: it records which model made the embeddings"
-        )
-    defaults = StoreConfig()
-    return Manifest(
-        dim=int(dim),
-        dtype=check_dtype(dtype or defaults.dtype),
-        model_fingerprint=model_fingerprint,
-        kind=kind or "regions",
-        shard_size=shard_size or defaults.shard_size,
-    )
-
-
-def _check_expectations(
-    path: Path,
-    manifest: Manifest,
-    dim: int | None,
-    dtype: str | None,
-    model_fingerprint: str | None,
-    kind: str | None,
-) -> None:
-    if model_fingerprint is not None and model_fingerprint != manifest.model_fingerprint:
-        raise StoreMismatchError(
-            f"feature store {path} was built by another model (fingerprint {manifest.model_fingerprint!r}, "
-            f"expected {model_fingerprint!r}); embeddings of different models cannot be compared. "
-            f"Rebuild the store with the current model (ingest into a new directory), or load the "
-            f"checkpoint whose fingerprint is {manifest.model_fingerprint!r}."
-        )
-    if dim is not None and dim != manifest.dim:
-        raise StoreMismatchError(f"feature store {path} holds {manifest.dim}-dimensional vectors, not {dim}")
-    if dtype is not None and dtype != manifest.dtype:
-        raise StoreMismatchError(
-            f"feature store {path} stores {manifest.dtype}, not {dtype}; a store has one dtype "
-            "(write a new store to change it, or leave dtype out to use the store's)"
-        )
-    if kind is not None and kind != manifest.kind:
-        raise StoreMismatchError(f"feature store {path} holds {manifest.kind} embeddings, not {kind}")
-
-
-def _remove_uncommitted_files(path: Path, manifest: Manifest) -> None:
-    """Delete shards the manifest does not list and temporary files: leftovers of a crash."""
-    listed = {entry.file for entry in manifest.shards}
-    for file in path.iterdir():
-        name = file.name
-        orphan_shard = name.startswith(SHARD_PREFIX) and name.endswith(SHARD_SUFFIX) and name not in listed
-        temporary = name.startswith(".") and name.endswith(TMP_SUFFIX)
-        if orphan_shard or temporary:
-            log.warning(
-                "feature store %s: removing %s, left by an interrupted write (never committed)", path, name
-            )
-            file.unlink()

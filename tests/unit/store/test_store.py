@@ -18,6 +18,7 @@ from teran_es.store import (
     codec,
 )
 from teran_es.store import store as store_module
+from teran_es.store.files import LOCK_NAME
 from teran_es.store.manifest import MANIFEST_NAME
 
 DIM = 8
@@ -348,7 +349,7 @@ def test_unwritable_directory_is_a_clear_error(tmp_path, monkeypatch):
     real_open = os.open
 
     def denied(path, flags, *args):
-        if str(path).endswith(store_module.LOCK_NAME):
+        if str(path).endswith(LOCK_NAME):
             raise PermissionError(13, "Permission denied")
         return real_open(path, flags, *args)
 
