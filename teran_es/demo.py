@@ -168,7 +168,7 @@ def run_openmoji_demo(
     from tqdm.auto import tqdm
 
     from teran_es.collections.openmoji import ATTRIBUTION, build_openmoji, default_collection_dir
-    from teran_es.features.pixels import iter_openmoji_images
+    from teran_es.features.image_table import iter_collection_images
     from teran_es.indexer import Ingestor
     from teran_es.training import train
 
@@ -198,7 +198,7 @@ def run_openmoji_demo(
 
     config = openmoji_demo_config(root, collection_dir, checkpoint)
     t = time.perf_counter()
-    images = list(iter_openmoji_images(collection_dir))
+    images = list(iter_collection_images(collection_dir))
     with (
         Ingestor(config) as ingestor,
         tqdm(total=len(images), desc="ingest", unit="img", disable=not progress) as bar,

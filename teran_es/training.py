@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from teran_es.collections.openmoji import with_default_collection
 from teran_es.config import PipelineConfig, TrainConfig, save_config
 from teran_es.encoding import frontend_size, image_inputs
 from teran_es.evaluation import evaluate_model
@@ -340,11 +341,13 @@ def train(
     feature_dim = config.model.region_feature_dim
     # a model with a front end trains on pixels at its input size; one without, on region features
     image_size = config.model.image_size if config.model.frontend != "none" else None
+    # an openmoji pipeline with no data.path reads the collection built in the cache
+    data = with_default_collection(config.data)
     train_set = open_image_set(
-        config.data, config.data.train_split, on_error=on_error, feature_dim=feature_dim, image_size=image_size
+        data, config.data.train_split, on_error=on_error, feature_dim=feature_dim, image_size=image_size
     )
     val_set = open_image_set(
-        config.data,
+        data,
         config.data.val_split,
         limit=cfg.val_images,
         on_error=on_error,

@@ -85,6 +85,7 @@ def evaluate(
     as_json: bool,
 ) -> None:
     """Evaluate the checkpoint CHECKPOINT on a split: image and sentence retrieval R@1/5/10 and RSUM."""
+    from teran_es.collections.openmoji import with_default_collection
     from teran_es.evaluation import chance_recall, evaluate_model
     from teran_es.features import RecordError, open_image_set
     from teran_es.index import IndexError_
@@ -104,7 +105,7 @@ def evaluate(
         if data_path is not None:
             data.path = data_path
         image_set = open_image_set(
-            data,
+            with_default_collection(data),  # an empty openmoji path: the collection built in the cache
             split,
             limit=limit,
             on_error=on_error,

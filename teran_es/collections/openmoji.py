@@ -23,6 +23,7 @@ The drawings are CC BY-SA 4.0 (OpenMoji); keep :data:`ATTRIBUTION` wherever they
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -49,7 +50,8 @@ from teran_es.collections.emoji_text import (
     is_private_use,
     split_group,
 )
-from teran_es.config import default_cache_dir
+from teran_es.config import DataConfig, default_cache_dir
+from teran_es.features.image_table import MANIFEST_NAME, TABLE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,6 @@ ATTRIBUTION = (
 SPLITS: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 MAX_RENDER_WORKERS = 2  # the machines this runs on are small and shared
 MIN_JOBS_FOR_POOL = 16  # below this, starting worker processes costs more than it saves
-TABLE_NAME = "collection.parquet"
-MANIFEST_NAME = "manifest.json"
 IMAGES_DIR = "images"
 
 NO_DESCRIPTION_PRIVATE_USE = "no description: private-use code point (an OpenMoji extra)"
@@ -499,3 +499,11 @@ def iter_split(collection_dir: str | os.PathLike[str] | None, split: str) -> Ite
     if split not in known:
         raise ValueError(f"unknown split {split!r} (known: {', '.join(sorted(known))})")
     return (record for record in load_openmoji(collection_dir) if record.split == split)
+
+
+def with_default_collection(data: DataConfig) -> DataConfig:
+    """``data`` itself, or for the ``openmoji`` format with an empty path a copy pointed at the
+    collection of the installed OpenMoji release (built or not) in the cache."""
+    if data.format != "openmoji" or data.path:
+        return data
+    return dataclasses.replace(data, path=str(default_collection_dir()))

@@ -50,16 +50,25 @@ def open_image_set(
     """The images of ``split`` (the first ``limit`` when > 0) from ``data.path``.
 
     Parquet splits are held in memory; bottom-up splits read their files on demand. The
-    ``openmoji`` format gives images as pixels (:class:`~teran_es.features.pixels.ImageFile`,
-    decoded at ``image_size`` and held in memory) for a model with an image front end.
+    ``openmoji`` format reads the built image collection at ``data.path``
+    (:mod:`~teran_es.features.image_table`) as pixels (:class:`~teran_es.features.pixels.ImageFile`,
+    decoded at ``image_size`` and held in memory) for a model with an image front end. Which
+    collection an empty path means is the collection's to say
+    (:func:`teran_es.collections.openmoji.with_default_collection`), not this reader's.
     """
     if data.format == "openmoji":
-        from teran_es.features.pixels import image_file_set, iter_openmoji_images
+        from teran_es.features.image_table import iter_collection_images
+        from teran_es.features.pixels import image_file_set
 
         if not image_size:
             raise ValueError("the openmoji format gives pixels: a model with an image front end is needed")
+        if not data.path:
+            raise ValueError(
+                "data.path is empty: point it at a built image collection (`teran-es openmoji info` "
+                "shows where the OpenMoji one is)"
+            )
         return image_file_set(
-            iter_openmoji_images(data.path or None, split),
+            iter_collection_images(data.path, split),
             image_size,
             name=split,
             limit=limit,

@@ -1,5 +1,5 @@
-"""Images as pixels: records of image files, readers of image folders and of the OpenMoji
-collection, and stacking into batches for a model with an image front end. I/O only.
+"""Images as pixels: records of image files, the reader of image folders, and stacking into
+batches for a model with an image front end (built collections: ``image_table.py``). I/O only.
 
 An :class:`ImageFile` names an image by its file; its pixels are decoded when first needed
 (or up front, for training sets held in memory). A file that does not decode raises
@@ -56,23 +56,6 @@ def iter_folder_images(folder: str | os.PathLike[str]) -> Iterator[ImageFile]:
     root = Path(folder)
     for path in iter_image_files(root):
         yield ImageFile(image_id=image_id_for(path, root), path=str(path.resolve()))
-
-
-def iter_openmoji_images(collection_dir: str | os.PathLike[str] | None, split: str | None = None) -> Iterator[ImageFile]:
-    """The images of a built OpenMoji collection (of one split, or all), with their captions."""
-    from teran_es.collections.openmoji import load_openmoji
-
-    for record in load_openmoji(collection_dir):
-        if split is None or record.split == split:
-            yield ImageFile(record.image_id, str(record.path), list(record.captions), record.split)
-
-
-def is_openmoji_collection(path: str | os.PathLike[str]) -> bool:
-    """True for the directory of a built OpenMoji collection."""
-    from teran_es.collections.openmoji import MANIFEST_NAME, TABLE_NAME
-
-    p = Path(path)
-    return (p / TABLE_NAME).is_file() and (p / MANIFEST_NAME).is_file()
 
 
 def image_file_set(

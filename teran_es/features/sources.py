@@ -1,6 +1,6 @@
 """Open what a user hands to ``teran-es ingest``: a Parquet feature file or folder, a
-folder in the authors' bottom-up layout, a built OpenMoji collection, or a plain folder of
-images. I/O only."""
+folder in the authors' bottom-up layout, a built image collection (such as OpenMoji), or a
+plain folder of images. I/O only."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ from pathlib import Path
 
 from teran_es.features.bottom_up import BottomUpReader
 from teran_es.features.columnar import ColumnarReader
-from teran_es.features.pixels import (
-    ImageFile,
-    is_openmoji_collection,
-    iter_folder_images,
-    iter_openmoji_images,
-)
+from teran_es.features.image_table import is_image_collection, iter_collection_images
+from teran_es.features.pixels import ImageFile, iter_folder_images
 from teran_es.features.records import ImageRecord, RecordError
 
 
@@ -24,7 +20,7 @@ class UnsupportedSourceError(ValueError):
 
 
 def describe_source(path: str | os.PathLike[str]) -> str:
-    """'parquet', 'bottom-up', 'openmoji' (a built collection) or 'images' (a plain folder of image files)."""
+    """'parquet', 'bottom-up', 'collection' (a built image collection) or 'images' (a plain folder of image files)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
@@ -34,8 +30,8 @@ def describe_source(path: str | os.PathLike[str]) -> str:
         raise UnsupportedSourceError(f"{p}: expected a .parquet feature file or a folder")
     if (p / "bu_att").is_dir():
         return "bottom-up"
-    if is_openmoji_collection(p):  # before the Parquet test: the collection has a table with no features
-        return "openmoji"
+    if is_image_collection(p):  # before the Parquet test: the collection has a table with no features
+        return "collection"
     if any(p.glob("*.parquet")):
         return "parquet"
     return "images"
@@ -74,15 +70,15 @@ def iter_source_records(
     on_error: str | Callable[[RecordError], None] = "skip",
 ) -> Iterator[ImageRecord | ImageFile]:
     """Everything ``teran-es ingest`` takes: feature records, or image files to decode at
-    ingest (a folder of images, ids = paths relative to it; or the OpenMoji collection, with
-    captions). Files that do not decode are found, logged and skipped by the ingest."""
+    ingest (a folder of images, ids = paths relative to it; or a built collection such as
+    OpenMoji, with captions). Files that do not decode are found, logged and skipped by the ingest."""
     kind = describe_source(path)
     if kind == "images":
         if split is not None:
             raise UnsupportedSourceError(f"{path} is a plain folder of images: it has no splits")
         yield from iter_folder_images(path)
-    elif kind == "openmoji":
-        yield from iter_openmoji_images(path, split)
+    elif kind == "collection":
+        yield from iter_collection_images(path, split)
     else:
         yield from iter_feature_records(
             path, split=split, feature_dim=feature_dim, max_regions=max_regions, on_error=on_error

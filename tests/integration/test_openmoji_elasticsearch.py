@@ -56,14 +56,14 @@ def openmoji(tmp_path_factory):
     from teran_es.collections.openmoji import build_openmoji
     from teran_es.demo import openmoji_demo_config
     from teran_es.features import open_image_set
-    from teran_es.features.pixels import iter_openmoji_images
+    from teran_es.features.image_table import iter_collection_images
     from teran_es.model.checkpoint import load_checkpoint
 
     collection = build_openmoji(progress=False)
     model, _, meta = load_checkpoint(CHECKPOINT)
     config = openmoji_demo_config(tmp_path_factory.mktemp("openmoji-demo"), collection, CHECKPOINT)
     config.search.device = "cpu"
-    test_files = list(iter_openmoji_images(collection, config.data.test_split))
+    test_files = list(iter_collection_images(collection, config.data.test_split))
     # as `teran-es evaluate` and the benchmark read the split: decoded, captions_per_image kept
     test_set = open_image_set(config.data, config.data.test_split, image_size=model.config.image_size)
     assert [f.image_id for f in test_files] == test_set.image_ids

@@ -189,7 +189,7 @@ def test_ingest_the_collection_with_captions(trained, collection, tmp_path):
     from teran_es.indexer import Ingestor
 
     config, _ = trained
-    assert describe_source(collection) == "openmoji"
+    assert describe_source(collection) == "collection"
     config.workdir = str(tmp_path / "work")
     with Ingestor(config) as ingestor:
         report = ingestor.ingest(iter_source_records(collection, split="val"))

@@ -23,13 +23,17 @@ from teran_es.collections.openmoji import (
     TABLE_NAME,
     assign_split,
     build_openmoji,
+    default_collection_dir,
     installed_source,
     iter_split,
     load_openmoji,
     png_size,
     read_manifest,
     svg_codes,
+    with_default_collection,
 )
+from teran_es.config import DataConfig
+from teran_es.features.image_table import iter_collection_images
 
 SIZE = 48  # small PNGs keep the tests fast; the default is 96
 
@@ -97,6 +101,24 @@ def test_manifest(built: Path):
     assert manifest["skipped_counts"][NO_DESCRIPTION_PRIVATE_USE] > 100  # OpenMoji's extras
     assert {"images", "unicodedata", "emoji"} <= set(manifest["sources"])
     assert "CC BY-SA 4.0" in manifest["attribution"]
+
+
+def test_the_generic_collection_reader_sees_what_load_openmoji_sees(built: Path):
+    images = list(iter_collection_images(built))
+    records = load_openmoji(built)
+    assert [(i.image_id, i.path, tuple(i.captions), i.split) for i in images] == [
+        (r.image_id, str(r.path), r.captions, r.split) for r in records
+    ]
+
+
+def test_an_empty_openmoji_path_means_the_collection_built_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path))
+    resolved = with_default_collection(DataConfig(format="openmoji", path=""))
+    assert resolved.path == str(default_collection_dir())
+    given = DataConfig(format="openmoji", path="somewhere")
+    assert with_default_collection(given) is given
+    parquet = DataConfig(format="parquet", path="")
+    assert with_default_collection(parquet) is parquet
 
 
 def test_load_and_iter_split(built: Path):
