@@ -13,12 +13,10 @@ from teran_es.surrogate.ops import crelu, pool_regions, quantize_tf, random_rota
 from teran_es.surrogate.query import MaxSumQuery
 from teran_es.surrogate.sparse import SparseEncoding, dense_to_sparse
 from teran_es.surrogate.terms import (
-    is_acceptable_term,
     parse_region_document_id,
     parse_term,
     region_document_id,
     term_name,
-    term_problem,
     vocabulary,
 )
 
@@ -35,7 +33,6 @@ __all__ = [
     "crelu",
     "dense_to_sparse",
     "group_region_hits",
-    "is_acceptable_term",
     "parse_region_document_id",
     "parse_term",
     "pool_regions",
@@ -43,7 +40,6 @@ __all__ = [
     "random_rotation",
     "region_document_id",
     "term_name",
-    "term_problem",
     "top_k_mask",
     "vocabulary",
 ]

@@ -14,7 +14,6 @@ import re
 
 _TERM_PATTERN = re.compile(r"([pn])(0|[1-9][0-9]*)")
 _REGION_SUFFIX = "#r"
-MAX_TERM_BYTES = 255  # far below Lucene's 32766-byte term limit; ours are <= 7 bytes
 
 
 def term_name(component: int, dim: int) -> str:
@@ -42,36 +41,6 @@ def parse_term(term: str, dim: int) -> int:
 def vocabulary(dim: int) -> list[str]:
     """All 2*dim term names, indexed by component: ``vocabulary(dim)[c] == term_name(c, dim)``."""
     return [f"p{i}" for i in range(dim)] + [f"n{i}" for i in range(dim)]
-
-
-def term_problem(term: object) -> str | None:
-    """Why ``term`` cannot be a ``sparse_vector`` key, or None when it is acceptable.
-
-    Conservative rules: a non-empty str of at most MAX_TERM_BYTES UTF-8 bytes, no '.',
-    no leading '_', no whitespace or other non-printable characters.
-    """
-    if not isinstance(term, str):
-        return f"not a string but {type(term).__name__}"
-    if not term:
-        return "empty"
-    if "." in term:
-        return "contains '.' (Elasticsearch reads dotted keys as object paths)"
-    if term.startswith("_"):
-        return "starts with '_' (reserved for metadata fields)"
-    if not term.isprintable() or any(ch.isspace() for ch in term):
-        return "contains whitespace or a non-printable character"
-    try:
-        size = len(term.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "is not valid Unicode (lone surrogate)"
-    if size > MAX_TERM_BYTES:
-        return f"longer than {MAX_TERM_BYTES} UTF-8 bytes"
-    return None
-
-
-def is_acceptable_term(term: object) -> bool:
-    """True when ``term`` can be used as a ``sparse_vector`` key (see :func:`term_problem`)."""
-    return term_problem(term) is None
 
 
 def region_document_id(image_id: str, slot: int) -> str:

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from teran_es.config import QuantizerConfig
-from teran_es.surrogate import SurrogateTextEncoder, is_acceptable_term, parse_term
+from teran_es.index.terms import is_valid_term
+from teran_es.surrogate import SurrogateTextEncoder, parse_term
 
 DIM = 16
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -39,7 +40,7 @@ def assert_valid_documents(encoder, encoding, max_terms):
     assert (encoding.terms_per_row() <= max_terms).all()
     for terms in encoder.term_dicts(encoding):
         for term, tf in terms.items():
-            assert is_acceptable_term(term) and 0 <= parse_term(term, DIM) < 2 * DIM
+            assert is_valid_term(term) and 0 <= parse_term(term, DIM) < 2 * DIM
             assert isinstance(tf, int)
 
 
@@ -86,7 +87,7 @@ def test_any_finite_sentences_encode_to_finite_positive_weights(encoders, words,
     assert (encoding.terms_per_row() <= min(per_row_cap, 2 * DIM)).all()
     np.testing.assert_array_equal(encoding.to_dense(), encoder.encode_queries(words, mode=mode).to_dense())
     for terms in encoder.term_dicts(encoding):
-        assert all(is_acceptable_term(t) and isinstance(w, float) for t, w in terms.items())
+        assert all(is_valid_term(t) and isinstance(w, float) for t, w in terms.items())
 
 
 @PROPERTY_SETTINGS

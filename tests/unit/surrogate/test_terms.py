@@ -2,23 +2,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from teran_es.index.terms import is_valid_term
 from teran_es.surrogate import (
-    is_acceptable_term,
     parse_region_document_id,
     parse_term,
     region_document_id,
     term_name,
-    term_problem,
     vocabulary,
 )
 
 
 @given(st.integers(1, 5000).flatmap(lambda d: st.tuples(st.just(d), st.integers(0, 2 * d - 1))))
-def test_term_name_round_trips_and_is_acceptable(dim_component):
+def test_term_name_round_trips_and_is_a_valid_index_term(dim_component):
     dim, component = dim_component
     name = term_name(component, dim)
     assert parse_term(name, dim) == component
-    assert is_acceptable_term(name)
+    assert is_valid_term(name)
     assert len(name) <= 5
 
 
@@ -40,31 +39,6 @@ def test_parse_term_rejects_non_canonical_names(bad):
 def test_term_name_rejects_out_of_range(component):
     with pytest.raises(ValueError, match="outside"):
         term_name(component, 16)
-
-
-@pytest.mark.parametrize(
-    ("term", "reason"),
-    [
-        ("", "empty"),
-        ("a.b", "'.'"),
-        ("_id", "'_'"),
-        ("a b", "whitespace"),
-        ("a\x00", "non-printable"),
-        ("x" * 256, "longer"),
-        (3, "not a string"),
-    ],
-)
-def test_term_problem_names_the_problem(term, reason):
-    assert reason in term_problem(term)
-    assert not is_acceptable_term(term)
-
-
-@given(st.text())
-def test_acceptable_terms_obey_the_stated_rules(term):
-    if is_acceptable_term(term):
-        assert term and "." not in term and not term.startswith("_")
-        assert not any(ch.isspace() for ch in term)
-        assert len(term.encode("utf-8")) <= 255
 
 
 @given(st.text(min_size=0, max_size=20), st.integers(0, 10_000))
