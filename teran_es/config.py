@@ -329,13 +329,19 @@ def config_to_dict(config: PipelineConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def url_without_credentials(url: str) -> str:
-    """``url`` without a ``user:password@`` part (the client accepts one; a saved file must not hold it)."""
+def url_without_credentials(url: str, mask: str = "") -> str:
+    """``url`` without its ``user:password@`` part, or with ``mask@`` in its place when ``mask`` is given.
+
+    The client accepts credentials in the URL, but a saved file must not hold them (no mask: the
+    next run takes them from the environment) and a message must not show them (a mask such as
+    ``"***"`` still tells the reader that some were given).
+    """
     parts = urllib.parse.urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
     host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    netloc = f"{mask}@{host}" if mask else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def save_config(config: PipelineConfig, path: str | os.PathLike[str]) -> Path:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from teran_es.config import ElasticsearchConfig
+from teran_es.config import ElasticsearchConfig, url_without_credentials
 from teran_es.index.base import IndexUnavailableError
 
 URL_ENV = "ELASTICSEARCH_URL"
@@ -23,19 +23,6 @@ REDACTED = "***"
 
 class NoElasticsearchError(IndexUnavailableError):
     """No server is configured and no local one runs."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced, safe to print."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit(
-        (parts.scheme, f"{REDACTED}@{host}", parts.path, parts.query, parts.fragment)
-    )
 
 
 @dataclass(frozen=True)
@@ -60,11 +47,11 @@ class ConnectionSettings:
 
     def describe(self) -> str:
         """A one-line, secret-free description for messages and logs."""
-        return f"{redact_url(self.url)} (from {self.source}, auth: {self.auth_kind})"
+        return f"{url_without_credentials(self.url, REDACTED)} (from {self.source}, auth: {self.auth_kind})"
 
     def __repr__(self) -> str:
         return (
-            f"ConnectionSettings(url={redact_url(self.url)!r}, source={self.source!r}, "
+            f"ConnectionSettings(url={url_without_credentials(self.url, REDACTED)!r}, source={self.source!r}, "
             f"api_key={REDACTED if self.api_key else None!r}, username={self.username!r}, "
             f"password={REDACTED if self.password else None!r}, ca_certs={self.ca_certs!r}, "
             f"request_timeout={self.request_timeout!r})"
@@ -112,7 +99,7 @@ def resolve_connection(
         url, source = found, f"local server ({state_file})"
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise NoElasticsearchError(
-            f"Elasticsearch URL {redact_url(url)!r} (from {source}) needs a scheme: http:// or https://"
+            f"Elasticsearch URL {url_without_credentials(url, REDACTED)!r} (from {source}) needs a scheme: http:// or https://"
         )
     api_key = env.get(config.api_key_env) or None
     username = env.get(config.username_env) or None

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from teran_es.config import ConfigError, PipelineConfig, apply_overrides, load_config, save_config
+from teran_es.config import (
+    ConfigError,
+    PipelineConfig,
+    apply_overrides,
+    load_config,
+    save_config,
+    url_without_credentials,
+)
 
 
 def test_round_trip_through_toml(tmp_path):
@@ -41,3 +48,13 @@ def test_unknown_key_in_file_names_the_file(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_credentials_leave_urls_and_saved_configs(tmp_path):
+    assert url_without_credentials("https://bob:pw123@es:9200/x", "***") == "https://***@es:9200/x"
+    assert url_without_credentials("https://bob:pw123@es:9200/x") == "https://es:9200/x"
+    assert url_without_credentials("http://es:9200") == "http://es:9200"
+    assert url_without_credentials("http://es:9200", "***") == "http://es:9200"
+    config = PipelineConfig()
+    config.elasticsearch.url = "https://bob:pw123@es:9200"
+    assert load_config(save_config(config, tmp_path / "c.toml")).elasticsearch.url == "https://es:9200"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from teran_es.config import ElasticsearchConfig
-from teran_es.index.connection import ConnectionSettings, NoElasticsearchError, redact_url, resolve_connection
+from teran_es.index.connection import ConnectionSettings, NoElasticsearchError, resolve_connection
 
 
 @pytest.fixture
@@ -47,8 +47,7 @@ def test_secrets_never_show(empty_cache):
                                   username="bob", password="pw123")
     for text in (repr(settings), str(settings), settings.describe(), f"{settings!r}"):
         assert "KEY123" not in text and "pw123" not in text
-    assert redact_url("https://bob:pw123@es:9200/x") == "https://***@es:9200/x"
-    assert redact_url("http://es:9200") == "http://es:9200"
+    assert "https://***@es:9200" in settings.describe() and "https://***@es:9200" in repr(settings)
 
 
 def test_no_server_anywhere_says_how_to_get_one(empty_cache):
