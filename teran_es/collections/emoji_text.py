@@ -4,104 +4,49 @@ Three sources, read as they ship:
 
 * Unicode character names (``unicodedata``), for single code points;
 * the PyPI package ``emoji``: a name and aliases (GitHub/Slack short codes) per emoji;
-* the Unicode CLDR English annotations (Debian's ``unicode-cldr-core``): a spoken name
-  ("tts") and ``|``-separated keywords per emoji, with sequences (skin tones, ZWJ
-  families) in ``annotationsDerived``; flag names come from CLDR's territory and
-  subdivision names.
+* the Unicode CLDR English annotations: a spoken name, keywords and flag names.
 
-CLDR is optional: without it the captions come from the other two sources, and the
-manifest of a collection says which sources were used.
+The last two are read by ``emoji_sources.py``; code point sequences are ``emoji_codes.py``.
+This module normalises what the sources say into one :class:`Description` per sequence and
+turns it into captions. CLDR is optional: without it the captions come from the other two
+sources, and the manifest of a collection says which sources were used.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
 import unicodedata
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from teran_es.collections.emoji_codes import (
+    code_to_text,
+    has_skin_tone,
+    regional_flag_letters,
+    split_group,
+    subdivision_flag_code,
+    without_variation_selectors,
+)
+from teran_es.collections.emoji_sources import (
+    CLDR_DIR_ENV,
+    CldrAnnotations,
+    EmojiPackageEntry,
+    emoji_package_version,
+    load_cldr,
+    load_emoji_package,
+)
 
 log = logging.getLogger(__name__)
-
-# Where Debian's unicode-cldr-core puts the CLDR data; TERAN_ES_CLDR_DIR overrides it.
-DEBIAN_CLDR_DIR = Path("/usr/share/unicode/cldr/common")
-CLDR_DIR_ENV = "TERAN_ES_CLDR_DIR"
 
 MAX_CAPTIONS = 5
 MAX_KEYWORDS_PER_CAPTION = 6
 MIN_ALIAS_CHARS = 3  # shorter aliases are country codes or symbols (":it:", ":+1:"), not words
 
-VARIATION_SELECTORS = frozenset({0xFE0E, 0xFE0F})
-SKIN_TONES = frozenset(range(0x1F3FB, 0x1F400))
-ZWJ = 0x200D
-REGIONAL_INDICATOR_A, REGIONAL_INDICATOR_Z = 0x1F1E6, 0x1F1FF
-BLACK_FLAG = 0x1F3F4
-TAG_A, TAG_Z, CANCEL_TAG = 0xE0061, 0xE007A, 0xE007F
-
 # Words that make an article form ("a dog face") ungrammatical when they start or end a name.
 _PLURAL_WORDS = frozenset({"people", "men", "women", "children", "feet", "teeth", "mice", "geese"})
 _SINGULAR_S_ENDINGS = ("ss", "us", "is", "ous")
-
-
-# --- code point sequences -------------------------------------------------------------
-
-
-def code_to_text(code: str) -> str:
-    """``"1F468-200D-1F469"`` -> the character string."""
-    return "".join(chr(int(part, 16)) for part in code.split("-"))
-
-
-def text_to_code(text: str) -> str:
-    """The character string -> ``"1F468-200D-1F469"`` (upper-case hex, at least 4 digits)."""
-    return "-".join(f"{ord(ch):04X}" for ch in text)
-
-
-def without_variation_selectors(text: str) -> str:
-    """CLDR keys and our lookups ignore U+FE0E/U+FE0F (CLDR strips them from its keys)."""
-    return "".join(ch for ch in text if ord(ch) not in VARIATION_SELECTORS)
-
-
-def split_group(code: str) -> str:
-    """The sequence with skin-tone modifiers and variation selectors removed.
-
-    Skin-tone variants of one emoji are near-duplicate drawings; they share this key so
-    that they land in the same split.
-    """
-    points = [int(part, 16) for part in code.split("-")]
-    kept = [p for p in points if p not in SKIN_TONES and p not in VARIATION_SELECTORS]
-    return "-".join(f"{p:04X}" for p in kept) or code
-
-
-def _has_skin_tone(code: str) -> bool:
-    return any(int(part, 16) in SKIN_TONES for part in code.split("-"))
-
-
-def is_private_use(code: str) -> bool:
-    """OpenMoji's own extras live in the private use areas and have no Unicode meaning."""
-    return any(unicodedata.category(ch) == "Co" for ch in code_to_text(code))
-
-
-def regional_flag_letters(text: str) -> str | None:
-    """``"🇮🇹"`` -> ``"IT"``; None when the text is not a pair of regional indicators."""
-    points = [ord(ch) for ch in without_variation_selectors(text)]
-    if len(points) == 2 and all(REGIONAL_INDICATOR_A <= p <= REGIONAL_INDICATOR_Z for p in points):
-        return "".join(chr(ord("A") + p - REGIONAL_INDICATOR_A) for p in points)
-    return None
-
-
-def subdivision_flag_code(text: str) -> str | None:
-    """A black flag followed by tag letters, e.g. ``"gbsct"``; None for anything else."""
-    points = [ord(ch) for ch in text]
-    if len(points) < 4 or points[0] != BLACK_FLAG or points[-1] != CANCEL_TAG:
-        return None
-    tags = points[1:-1]
-    if not all(TAG_A <= p <= TAG_Z or 0xE0030 <= p <= 0xE0039 for p in tags):
-        return None
-    return "".join(chr(p - 0xE0000) for p in tags)
 
 
 # --- text normalisation -----------------------------------------------------------------
@@ -147,113 +92,6 @@ def with_article(name: str) -> str | None:
     return f"{article} {name}"
 
 
-# --- sources ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CldrAnnotations:
-    """The English CLDR data we use, keyed by text without variation selectors."""
-
-    tts: Mapping[str, str]
-    keywords: Mapping[str, tuple[str, ...]]
-    territories: Mapping[str, str]  # "IT" -> "Italy"
-    subdivisions: Mapping[str, str]  # "gbsct" -> "Scotland"
-    version: str
-    path: str
-
-
-def resolve_cldr_dir(cldr_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The CLDR ``common`` directory to read, or None when there is none."""
-    candidate = Path(cldr_dir) if cldr_dir else Path(os.environ.get(CLDR_DIR_ENV) or DEBIAN_CLDR_DIR)
-    return candidate if (candidate / "annotations" / "en.xml").is_file() else None
-
-
-def _read_annotations(path: Path, tts: dict[str, str], keywords: dict[str, tuple[str, ...]]) -> None:
-    for element in ET.parse(path).getroot().iter("annotation"):
-        key = without_variation_selectors(element.get("cp", ""))
-        text = (element.text or "").strip()
-        if not key or not text or text == "↑↑↑":  # "↑↑↑" marks an inherited (empty) value
-            continue
-        if element.get("type") == "tts":
-            tts.setdefault(key, text)
-        else:
-            keywords.setdefault(key, tuple(k.strip() for k in text.split("|") if k.strip()))
-
-
-def _read_names(path: Path, tag: str) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    names: dict[str, str] = {}
-    for element in ET.parse(path).getroot().iter(tag):
-        if element.get("alt") is None and element.text:
-            names.setdefault(element.get("type", ""), element.text.strip())
-    return names
-
-
-def _read_cldr_version(common: Path) -> str:
-    dtd = common / "dtd" / "ldml.dtd"
-    if dtd.is_file():
-        found = re.search(r'cldrVersion\s+CDATA\s+#FIXED\s+"([^"]+)"', dtd.read_text(encoding="utf-8"))
-        if found:
-            return found.group(1)
-    return "unknown"
-
-
-def load_cldr(cldr_dir: str | os.PathLike[str] | None = None) -> CldrAnnotations | None:
-    """Read the English CLDR annotations and flag names; None when CLDR is not installed."""
-    common = resolve_cldr_dir(cldr_dir)
-    return None if common is None else _load_cldr_tree(common)
-
-
-@functools.lru_cache(maxsize=4)  # the files are installed data; parsing them takes ~0.5 s
-def _load_cldr_tree(common: Path) -> CldrAnnotations:
-    tts: dict[str, str] = {}
-    keywords: dict[str, tuple[str, ...]] = {}
-    # The hand-curated file wins over the derived one where both speak of a sequence.
-    for sub in ("annotations", "annotationsDerived"):
-        path = common / sub / "en.xml"
-        if path.is_file():
-            _read_annotations(path, tts, keywords)
-    return CldrAnnotations(
-        tts=tts,
-        keywords=keywords,
-        territories=_read_names(common / "main" / "en.xml", "territory"),
-        subdivisions=_read_names(common / "subdivisions" / "en.xml", "subdivision"),
-        version=_read_cldr_version(common),
-        path=str(common),
-    )
-
-
-@dataclass(frozen=True)
-class EmojiPackageEntry:
-    """What the ``emoji`` package says about one emoji."""
-
-    text: str  # its fully-qualified string
-    name: str
-    aliases: tuple[str, ...]
-
-
-@functools.lru_cache(maxsize=1)
-def load_emoji_package() -> Mapping[str, EmojiPackageEntry]:
-    """The ``emoji`` package's English names, keyed by text without variation selectors."""
-    import emoji
-
-    entries: dict[str, EmojiPackageEntry] = {}
-    for text, data in emoji.EMOJI_DATA.items():
-        key = without_variation_selectors(text)
-        entry = EmojiPackageEntry(text=text, name=data.get("en", ""), aliases=tuple(data.get("alias", ())))
-        # Prefer the fully-qualified spelling (the one with U+FE0F) when both exist.
-        if key not in entries or "\ufe0f" in text:
-            entries[key] = entry
-    return entries
-
-
-def emoji_package_version() -> str:
-    import emoji
-
-    return getattr(emoji, "__version__", "unknown")
-
-
 # --- descriptions and captions ---------------------------------------------------------
 
 
@@ -288,6 +126,7 @@ class EmojiDescriber:
 
     @classmethod
     def from_installed(cls, cldr_dir: str | os.PathLike[str] | None = None) -> EmojiDescriber:
+        """A describer of the installed sources (CLDR from ``cldr_dir``, else the usual places)."""
         cldr = load_cldr(cldr_dir)
         if cldr is None:
             log.warning(
@@ -348,7 +187,7 @@ class EmojiDescriber:
         if not names:
             return None
         base_code = split_group(code)
-        if _has_skin_tone(code) and base_code != code:  # a lone skin-tone swatch is its own base
+        if has_skin_tone(code) and base_code != code:  # a lone skin-tone swatch is its own base
             # A skin-tone variant is also what its base is called: people search for
             # "waving hand", not "waving hand, medium skin tone".
             base = self.describe(base_code)

@@ -17,6 +17,7 @@ group is the code sequence without skin-tone modifiers (U+1F3FB..U+1F3FF) and va
 selectors. So the five skin tones of an emoji, near-duplicate drawings, always share a
 split, and adding images to a later OpenMoji release never moves an existing image.
 Gender and hair-style variants are *not* grouped: they are distinct drawings and names.
+The split rule is ``splits.py``; the drawings are rendered by ``render.py``.
 
 The drawings are CC BY-SA 4.0 (OpenMoji); keep :data:`ATTRIBUTION` wherever they are shown.
 """
@@ -25,31 +26,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
-import struct
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from teran_es.collections.emoji_text import (
-    Description,
-    EmojiDescriber,
-    build_captions,
-    is_private_use,
-    split_group,
-)
+from teran_es.collections.emoji_codes import is_private_use
+from teran_es.collections.emoji_text import Description, EmojiDescriber, build_captions
+from teran_es.collections.files import write_atomically
+from teran_es.collections.render import MAX_RENDER_WORKERS, RENDER_FAILED, is_rendered, render_all
+from teran_es.collections.splits import SPLITS, assign_split, stable_sample
 from teran_es.config import DataConfig, default_cache_dir
 from teran_es.features.image_table import MANIFEST_NAME, TABLE_NAME
 
@@ -62,14 +57,10 @@ ATTRIBUTION = (
     "All emojis designed by OpenMoji (https://openmoji.org) – the open-source emoji and icon project. "
     "License: CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/)"
 )
-SPLITS: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.1), ("test", 0.1))
-MAX_RENDER_WORKERS = 2  # the machines this runs on are small and shared
-MIN_JOBS_FOR_POOL = 16  # below this, starting worker processes costs more than it saves
 IMAGES_DIR = "images"
 
 NO_DESCRIPTION_PRIVATE_USE = "no description: private-use code point (an OpenMoji extra)"
 NO_DESCRIPTION_UNKNOWN = "no description: sequence unknown to unicodedata, emoji and CLDR"
-RENDER_FAILED = "render failed"
 
 SCHEMA = pa.schema(
     [
@@ -183,103 +174,6 @@ def _is_code_sequence(code: str) -> bool:
     )
 
 
-# --- splits ----------------------------------------------------------------------------
-
-
-def _unit_hash(text: str) -> float:
-    """A stable number in [0, 1) for ``text`` (same on every machine and Python run)."""
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def assign_split(code: str, seed: int = 0) -> str:
-    """train/val/test for ``code``; every skin-tone variant gets its base emoji's split."""
-    point = _unit_hash(f"openmoji-split:{seed}:{split_group(code)}")
-    cumulative = 0.0
-    for name, fraction in SPLITS:
-        cumulative += fraction
-        if point < cumulative:
-            return name
-    return SPLITS[-1][0]
-
-
-# --- rendering -------------------------------------------------------------------------
-
-
-def png_size(path: Path) -> tuple[int, int, int] | None:
-    """(width, height, PNG colour type) from the header, or None when it is no PNG."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(26)
-    except OSError:
-        return None
-    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", head[16:24])
-    return width, height, head[25]
-
-
-def _is_rendered(path: Path, size: int) -> bool:
-    return png_size(path) == (size, size, 2)  # colour type 2 = RGB
-
-
-def render_svg(svg_path: str, png_path: str, size: int) -> str | None:
-    """Render one SVG to an RGB PNG on white; returns None, or why it failed.
-
-    Module-level so that a process pool can pickle it. The PNG appears atomically.
-    """
-    try:
-        import cairosvg
-        from PIL import Image
-
-        svg_bytes = Path(svg_path).read_bytes()
-        png_bytes = cairosvg.svg2png(bytestring=svg_bytes, output_width=size, output_height=size)
-        with Image.open(io.BytesIO(png_bytes)) as rendered:
-            rgba = rendered.convert("RGBA")
-        if rgba.size != (size, size):
-            rgba = rgba.resize((size, size), Image.Resampling.LANCZOS)
-        image = Image.new("RGB", (size, size), "white")
-        image.paste(rgba, mask=rgba.getchannel("A"))
-        if all(low == 255 for low, _ in image.getextrema()):
-            return f"{RENDER_FAILED}: the drawing rendered as a blank image"
-        _write_atomically(Path(png_path), lambda tmp: image.save(tmp, format="PNG", optimize=True))
-    except Exception as exc:  # any failure of one drawing is reported, not fatal
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"{RENDER_FAILED}: {type(exc).__name__}" + (f": {message}" if message else "")
-    return None
-
-
-def _render_job(job: tuple[str, str, str, int]) -> tuple[str, str | None]:
-    code, svg_path, png_path, size = job
-    return code, render_svg(svg_path, png_path, size)
-
-
-def render_all(jobs: list[tuple[str, str, str, int]], workers: int, progress: bool) -> dict[str, str]:
-    """Render the jobs (code, svg, png, size); returns {code: reason} for the failures."""
-    from tqdm import tqdm
-
-    failures: dict[str, str] = {}
-    workers = max(1, min(workers, MAX_RENDER_WORKERS)) if len(jobs) >= MIN_JOBS_FOR_POOL else 1
-    bar = tqdm(total=len(jobs), desc="rendering OpenMoji", unit="img", disable=not progress or not jobs)
-    try:
-        if workers == 1:
-            results: Iterator[tuple[str, str | None]] = map(_render_job, jobs)
-            for code, failure in results:
-                if failure:
-                    failures[code] = failure
-                bar.update()
-        else:
-            # spawn: the parent may hold threads (torch, tqdm) that fork would copy mid-flight.
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                for code, failure in pool.map(_render_job, jobs, chunksize=32):
-                    if failure:
-                        failures[code] = failure
-                    bar.update()
-    finally:
-        bar.close()
-    return failures
-
-
 # --- build -----------------------------------------------------------------------------
 
 
@@ -312,15 +206,6 @@ def _is_up_to_date(collection_dir: Path, build_key: dict[str, Any]) -> bool:
     return all((collection_dir / p).is_file() for p in paths)
 
 
-def _write_atomically(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _describe_all(
     describer: EmojiDescriber, codes: list[str]
 ) -> tuple[dict[str, Description], dict[str, str]]:
@@ -335,14 +220,6 @@ def _describe_all(
         else:
             descriptions[code] = description
     return descriptions, skipped
-
-
-def _select_limit(codes: list[str], limit: int | None) -> list[str]:
-    """The first ``limit`` codes in a stable hash order: a varied sample, not 30 keycaps."""
-    if limit is None or limit >= len(codes):
-        return codes
-    chosen = sorted(codes, key=lambda c: _unit_hash(f"openmoji-sample:{c}"))[: max(0, limit)]
-    return sorted(chosen)
 
 
 def build_openmoji(
@@ -385,14 +262,14 @@ def build_openmoji(
         return collection_dir
 
     descriptions, skipped = _describe_all(describer, all_codes)
-    chosen = _select_limit(sorted(descriptions), limit)
+    chosen = stable_sample(sorted(descriptions), limit)
 
     images_dir = collection_dir / IMAGES_DIR
     images_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
         (code, str(source.svg_dir / f"{code}.svg"), str(images_dir / f"{code}.png"), size)
         for code in chosen
-        if not _is_rendered(images_dir / f"{code}.png", size)
+        if not is_rendered(images_dir / f"{code}.png", size)
     ]
     reused = len(chosen) - len(jobs)
     failures = render_all(jobs, workers, progress)
@@ -415,7 +292,7 @@ def build_openmoji(
         if code not in failures
     ]
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    _write_atomically(collection_dir / TABLE_NAME, lambda tmp: pq.write_table(table, tmp))
+    write_atomically(collection_dir / TABLE_NAME, lambda tmp: pq.write_table(table, tmp))
 
     split_counts = Counter(row["split"] for row in rows)
     manifest = {
@@ -442,7 +319,7 @@ def build_openmoji(
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_seconds": round(time.monotonic() - started, 2),
     }
-    _write_atomically(
+    write_atomically(
         collection_dir / MANIFEST_NAME,
         lambda tmp: tmp.write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"

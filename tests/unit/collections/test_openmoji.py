@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,24 +15,21 @@ from PIL import Image
 from teran_es.cli import cli
 from teran_es.collections.openmoji import (
     LICENSE,
-    MANIFEST_NAME,
     NO_DESCRIPTION_PRIVATE_USE,
-    RENDER_FAILED,
     SCHEMA,
-    TABLE_NAME,
-    assign_split,
     build_openmoji,
     default_collection_dir,
     installed_source,
     iter_split,
     load_openmoji,
-    png_size,
     read_manifest,
     svg_codes,
     with_default_collection,
 )
+from teran_es.collections.render import RENDER_FAILED, png_size
+from teran_es.collections.splits import assign_split
 from teran_es.config import DataConfig
-from teran_es.features.image_table import iter_collection_images
+from teran_es.features.image_table import MANIFEST_NAME, TABLE_NAME, iter_collection_images
 
 SIZE = 48  # small PNGs keep the tests fast; the default is 96
 
@@ -41,27 +37,6 @@ SIZE = 48  # small PNGs keep the tests fast; the default is 96
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_openmoji(cache_dir=tmp_path_factory.mktemp("cache"), size=SIZE, limit=30, progress=False)
-
-
-def test_split_is_deterministic_and_seeded():
-    codes = [f"{0x1F300 + i:04X}" for i in range(3000)]
-    first = [assign_split(c, seed=0) for c in codes]
-    assert first == [assign_split(c, seed=0) for c in codes]
-    assert first != [assign_split(c, seed=1) for c in codes]
-    counts = Counter(first)
-    assert set(counts) == {"train", "val", "test"}
-    assert 0.75 < counts["train"] / len(codes) < 0.85
-    assert 0.07 < counts["test"] / len(codes) < 0.13
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_skin_tone_variants_share_their_base_split(seed: int):
-    base = assign_split("1F44B", seed)
-    assert all(assign_split(f"1F44B-{tone:04X}", seed) == base for tone in range(0x1F3FB, 0x1F400))
-    couple = assign_split("1F9D1-200D-1F91D-200D-1F9D1", seed)
-    assert assign_split("1F9D1-1F3FB-200D-1F91D-200D-1F9D1-1F3FE", seed) == couple
-    fully_qualified = assign_split("26F9-FE0F-200D-2640-FE0F", seed)
-    assert assign_split("26F9-1F3FB-200D-2640-FE0F", seed) == fully_qualified
 
 
 def test_installed_package_layout():
