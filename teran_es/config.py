@@ -23,6 +23,9 @@ from typing import Any
 
 import tomli_w
 
+# ConfigError lives with the other package errors; callers may keep importing it from here.
+from teran_es.errors import ConfigError
+
 
 def default_cache_dir() -> Path:
     """Where downloads, collections and local servers live (outside the repository)."""
@@ -234,10 +237,6 @@ class PipelineConfig:
         if self.workdir:
             return Path(self.workdir).expanduser()
         return default_cache_dir() / "work" / self.name
-
-
-class ConfigError(ValueError):
-    """A configuration file or override that does not fit the schema."""
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from teran_es.config import PipelineConfig, TrainConfig, save_config
 from teran_es.encoding import frontend_size, image_inputs
+from teran_es.errors import TeranError
 from teran_es.evaluation import evaluate_model
 from teran_es.features import ImageCaptionSet, open_image_set
 from teran_es.model.text_cache import TextStateCache, tokenize_in_batches
@@ -52,7 +53,7 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TeranError, RuntimeError):
     """A run that cannot start or continue (incompatible resume, diverged loss, ...)."""
 
 

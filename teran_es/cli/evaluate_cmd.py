@@ -8,6 +8,7 @@ import dataclasses
 import click
 
 from teran_es.cli.common import emit_json, json_option
+from teran_es.errors import TeranError
 
 
 @click.command("evaluate")
@@ -86,9 +87,8 @@ def evaluate(
 ) -> None:
     """Evaluate the checkpoint CHECKPOINT on a split: image and sentence retrieval R@1/5/10 and RSUM."""
     from teran_es.evaluation import chance_recall, evaluate_model
-    from teran_es.features import RecordError, open_image_set
-    from teran_es.index import IndexError_
-    from teran_es.model.checkpoint import CheckpointError, load_checkpoint
+    from teran_es.features import open_image_set
+    from teran_es.model.checkpoint import load_checkpoint
     from teran_es.training import resolve_device
 
     if threads > 0:
@@ -132,7 +132,7 @@ def evaluate(
                 candidates=sorted(set(candidates)),
                 progress=not no_progress,
             )
-    except (CheckpointError, RecordError, FileNotFoundError, ValueError, IndexError_) as exc:
+    except (TeranError, FileNotFoundError) as exc:  # FileNotFoundError: data or model files
         raise click.ClickException(str(exc)) from None
     n_images, n_captions = metrics["n_images"] // metrics["folds"], metrics["n_captions"] // metrics["folds"]
     chance = chance_recall(n_images, n_captions, n_captions / max(1, n_images))

@@ -15,6 +15,7 @@ from teran_es.cli.common import (
     pipeline_option,
     set_option,
 )
+from teran_es.errors import TeranError
 
 
 @click.command()
@@ -46,12 +47,8 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     """
     from tqdm import tqdm
 
-    from teran_es.features.extractors import ExtractorError
-    from teran_es.features.sources import UnsupportedSourceError, iter_source_records
-    from teran_es.index import IndexError_
+    from teran_es.features.sources import iter_source_records
     from teran_es.indexer import Ingestor
-    from teran_es.model.checkpoint import CheckpointError
-    from teran_es.store import StoreError
 
     if retry_failed == (source is not None):
         raise click.UsageError("give a SOURCE to ingest, or --retry-failed (not both)")
@@ -75,15 +72,7 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
         if retry_failed:
             _report_retry(config, retried, as_json)
             return
-    except (
-        UnsupportedSourceError,
-        ExtractorError,
-        FileNotFoundError,
-        ValueError,
-        IndexError_,
-        StoreError,
-        CheckpointError,
-    ) as exc:
+    except (TeranError, FileNotFoundError) as exc:  # FileNotFoundError: source, feature or model files
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         # A full disk or a read-only directory: what was committed stays, and the same command resumes.

@@ -12,6 +12,7 @@ from teran_es.cli.common import (
     pipeline_option,
     set_option,
 )
+from teran_es.errors import TeranError
 
 
 @click.command()
@@ -27,10 +28,7 @@ from teran_es.cli.common import (
 @json_option
 def search(query, pipeline_path, overrides, checkpoint, k, candidates, backend, exact, device, as_json):
     """Search the ingested collection for QUERY."""
-    from teran_es.index import IndexError_
-    from teran_es.model.checkpoint import CheckpointError
     from teran_es.searcher import QueryError, Searcher
-    from teran_es.store import StoreError
 
     config = load_pipeline(pipeline_path, overrides, checkpoint=checkpoint, backend=backend)
     text = " ".join(query)
@@ -42,7 +40,7 @@ def search(query, pipeline_path, overrides, checkpoint, k, candidates, backend, 
             searcher.close()
     except QueryError as exc:
         raise click.UsageError(str(exc)) from None
-    except (FileNotFoundError, ValueError, IndexError_, StoreError, CheckpointError) as exc:
+    except (TeranError, FileNotFoundError) as exc:  # FileNotFoundError: model files
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot read the collection: {os_error_message(exc)}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from teran_es.config import DataConfig
+from teran_es.errors import ConfigError
 from teran_es.features.records import (
     ImageCaptionSet,
     ImageRecord,
@@ -57,7 +58,7 @@ def open_image_set(
         from teran_es.features.pixels import image_file_set, iter_openmoji_images
 
         if not image_size:
-            raise ValueError("the openmoji format gives pixels: a model with an image front end is needed")
+            raise ConfigError("the openmoji format gives pixels: a model with an image front end is needed")
         return image_file_set(
             iter_openmoji_images(data.path or None, split),
             image_size,
@@ -67,7 +68,7 @@ def open_image_set(
             captions_per_image=data.captions_per_image or None,
         )
     if not data.path:
-        raise ValueError(
+        raise ConfigError(
             "data.path is empty: point it at a .parquet file, a directory of them, or a bottom-up root"
         )
     fmt = detect_format(data.path) if data.format in ("", "auto") else data.format
@@ -94,4 +95,4 @@ def open_image_set(
             captions_per_image=per_image,
         )
         return bottom_up.image_set(split, limit=limit)
-    raise ValueError(f"unknown data format {data.format!r} (parquet | bottom-up | synthetic | openmoji)")
+    raise ConfigError(f"unknown data format {data.format!r} (parquet | bottom-up | synthetic | openmoji)")

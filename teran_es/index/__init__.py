@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from teran_es.config import PipelineConfig
+from teran_es.errors import ConfigError
 from teran_es.index.base import (
     AddReport,
     Index,
@@ -79,4 +80,4 @@ def open_index(
             meta=meta,
             dead_letter_path=dead_letter_path(config),
         )
-    raise ValueError(f"unknown index backend {backend!r} (use 'embedded' or 'elasticsearch')")
+    raise ConfigError(f"unknown index backend {backend!r} (use 'embedded' or 'elasticsearch')")

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from teran_es.errors import TeranError
 from teran_es.surrogate.query import MaxSumQuery
 
 # What ``Index.search`` takes (see the module docstring).
@@ -63,7 +64,7 @@ class AddReport:
     dead_letter_path: str | None = None
 
 
-class IndexError_(RuntimeError):
+class IndexError_(TeranError, RuntimeError):
     """Base of the index errors (named with a trailing underscore to not shadow the builtin)."""
 
 

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from teran_es.config import default_cache_dir
+from teran_es.errors import TeranError
 
 # The newest version Maven Central serves that starts with a Java on this project's
 # machines (9.5.4 + Temurin 25). Keep the Python client's major (setup.cfg) equal.
@@ -52,7 +53,7 @@ DEFAULT_STOP_TIMEOUT = 60.0
 STATE_FILE_NAME = "state.json"
 
 
-class LocalServerError(RuntimeError):
+class LocalServerError(TeranError, RuntimeError):
     """The local server could not be fetched, started or stopped; the message says what to do."""
 
 

@@ -41,7 +41,9 @@ from pathlib import Path
 import numpy as np
 
 from teran_es.config import QuantizerConfig
+from teran_es.errors import ConfigError
 from teran_es.surrogate import ops
+from teran_es.surrogate.errors import EncoderFileError, FitError
 from teran_es.surrogate.sparse import SparseEncoding, all_row_terms, concatenate, dense_to_sparse, row_terms
 from teran_es.surrogate.terms import region_document_id, vocabulary
 
@@ -58,7 +60,7 @@ _CHUNK_FLOATS = 1 << 22  # about 16 MB of float32 per working array
 
 
 def check_config(config: QuantizerConfig, dim: int) -> None:
-    """Raise ValueError when a setting is out of range for vectors of dimension ``dim``."""
+    """Raise ConfigError when a setting is out of range for vectors of dimension ``dim``."""
     problems = []
     if config.gamma < 1:
         problems.append(f"gamma must be >= 1, got {config.gamma}")
@@ -81,7 +83,7 @@ def check_config(config: QuantizerConfig, dim: int) -> None:
     if dim < 1:
         problems.append(f"dimension must be >= 1, got {dim}")
     if problems:
-        raise ValueError("invalid quantizer config: " + "; ".join(problems))
+        raise ConfigError("invalid quantizer config: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ class SurrogateTextEncoder:
         subsample_rng = np.random.default_rng((config.seed, 1))
         if arr.ndim == 2:
             if config.pooling == "sum":
-                raise ValueError(
+                raise FitError(
                     "sample: pooling='sum' needs an image sample [N_img, R, D] to calibrate doc_scale"
                 )
             rows = _subsample(arr.shape[0], config.sample_size, subsample_rng)
@@ -173,18 +175,18 @@ class SurrogateTextEncoder:
             images, image_mask = arr[rows], ops.check_mask(mask, arr.shape[:2], "mask")[rows]
         vectors = images.reshape(-1, dim) if image_mask is None else images[image_mask]
         if vectors.shape[0] < 2:
-            raise ValueError(f"sample: need at least 2 valid vectors to fit, got {vectors.shape[0]}")
+            raise FitError(f"sample: need at least 2 valid vectors to fit, got {vectors.shape[0]}")
         mean = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
         rotation = ops.random_rotation(dim, config.seed)
         probe = cls(config, mean, rotation, doc_scale=1.0)
         kept = probe._calibration_values(images, image_mask, single_vectors=arr.ndim == 2)
         if kept.size == 0:
-            raise ValueError(
+            raise FitError(
                 "sample: every kept document value is 0 (constant sample?); cannot calibrate doc_scale"
             )
         doc_scale = float(np.quantile(kept, config.scale_quantile))
         if not np.isfinite(doc_scale):
-            raise ValueError("sample: values too large to calibrate doc_scale")
+            raise FitError("sample: values too large to calibrate doc_scale")
         return cls(config, mean, rotation, doc_scale, model_fingerprint)
 
     def _calibration_values(
@@ -434,12 +436,12 @@ class SurrogateTextEncoder:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SurrogateTextEncoder:
-        """Read a file written by :meth:`save`; raises ValueError if it is not one or was altered."""
+        """Read a file written by :meth:`save`; raises EncoderFileError if it is not one or was altered."""
         from teran_es.surrogate.loading import load_encoder
 
         encoder = load_encoder(path)
         if not isinstance(encoder, cls):
-            raise ValueError(f"{path}: holds a {type(encoder).__name__}, not a {cls.__name__}")
+            raise EncoderFileError(f"{path}: holds a {type(encoder).__name__}, not a {cls.__name__}")
         return encoder
 
     @classmethod
@@ -448,11 +450,11 @@ class SurrogateTextEncoder:
         try:
             mean, rotation, doc_scale = data["mean"], data["rotation"], float(data["doc_scale"])
         except KeyError as exc:
-            raise ValueError(f"{where}: not a surrogate-text encoder file ({exc})") from None
+            raise EncoderFileError(f"{where}: not a surrogate-text encoder file ({exc})") from None
         config = config_from_dict(metadata.get("config", {}), where)
         encoder = cls(config, mean, rotation, doc_scale, str(metadata.get("model_fingerprint", "")))
         if encoder.fingerprint != metadata.get("fingerprint"):
-            raise ValueError(f"{where}: fingerprint mismatch; the file was altered or is corrupt")
+            raise EncoderFileError(f"{where}: fingerprint mismatch; the file was altered or is corrupt")
         return encoder
 
     def __repr__(self) -> str:
@@ -474,5 +476,5 @@ def config_from_dict(data: dict, where: str) -> QuantizerConfig:
     known = {f.name for f in dataclasses.fields(QuantizerConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown quantizer settings {unknown} (written by a newer version?)")
+        raise EncoderFileError(f"{where}: unknown quantizer settings {unknown} (written by a newer version?)")
     return QuantizerConfig(**data)
