@@ -93,7 +93,7 @@ class TrainConfig:
     val_every: int = 0  # iterations; 0 = once per epoch
     log_every: int = 50  # iterations between training lines in metrics.jsonl
     num_workers: int = 0
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA when there is one, else CPU) | cpu | cuda | cuda:N (see device.py)
     cpu_threads: int = 0  # torch intra-op threads on the CPU; 0 = torch's default
     output_dir: str = "runs/default"
     # Epochs at the start that sum the hinge over all negatives before hardest negatives take
@@ -202,10 +202,17 @@ class IndexConfig:
 
 
 @dataclass
+class IngestConfig:
+    """How ``teran-es ingest`` encodes images (where they go: ``workdir``, ``[store]``, ``[index]``)."""
+
+    device: str = "auto"  # where images are encoded: auto (CUDA when there is one, else CPU) | cpu | cuda | cuda:N
+
+
+@dataclass
 class SearchConfig:
     k: int = 10
     candidates: int = 1000
-    device: str = "auto"
+    device: str = "auto"  # where queries are encoded and reranked: auto | cpu | cuda | cuda:N (see device.py)
     batch_size: int = 256  # candidates scored per rerank batch
 
 
@@ -224,6 +231,7 @@ class PipelineConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     expected_metrics: dict[str, float] = field(default_factory=dict)
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from teran_es.config import PipelineConfig, save_config
+from teran_es.device import resolve_device
 from teran_es.encoding import encode_image_records
 from teran_es.errors import ConfigError
 from teran_es.features.images import ImageDecodeError
@@ -37,7 +38,6 @@ from teran_es.features.records import ImageRecord, RecordError, validate_record
 from teran_es.index import Index, SurrogateDocument, dead_letter_path, open_index
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
-from teran_es.rerank import resolve_device
 from teran_es.store import FeatureStore
 from teran_es.surrogate import FirstStageEncoder, fit_encoder
 from teran_es.surrogate.terms import parse_region_document_id, region_document_id
@@ -131,7 +131,7 @@ class Ingestor:
     ):
         self.config = config
         self.paths = Artifacts(config)
-        self.device = resolve_device(device or config.search.device)
+        self.device = resolve_device(device or config.ingest.device)
         if model is None:
             if not config.checkpoint:
                 raise ConfigError("the pipeline names no model checkpoint (set `checkpoint` or --checkpoint)")

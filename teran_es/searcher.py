@@ -12,12 +12,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from teran_es.config import PipelineConfig
+from teran_es.device import resolve_device
 from teran_es.errors import ConfigError, TeranError
 from teran_es.index import Index, IndexHit, IndexMismatchError, open_index
 from teran_es.index.base import Query
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
-from teran_es.rerank import rerank_exact, resolve_device
+from teran_es.rerank import rerank_exact
 from teran_es.store import FeatureStore
 from teran_es.surrogate import FirstStageEncoder, group_region_hits
 from teran_es.surrogate.terms import region_document_id, region_hits_needed

@@ -40,6 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from teran_es.config import PipelineConfig, TrainConfig, save_config
+from teran_es.device import resolve_device
 from teran_es.encoding import frontend_size, image_inputs
 from teran_es.errors import TeranError
 from teran_es.evaluation import evaluate_model
@@ -76,13 +77,6 @@ class TrainResult:
         out = dataclasses.asdict(self)
         out["output_dir"] = str(self.output_dir)
         return out
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` = the first CUDA device when there is one, else the CPU."""
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:

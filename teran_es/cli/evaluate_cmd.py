@@ -86,10 +86,10 @@ def evaluate(
     as_json: bool,
 ) -> None:
     """Evaluate the checkpoint CHECKPOINT on a split: image and sentence retrieval R@1/5/10 and RSUM."""
+    from teran_es.device import resolve_device
     from teran_es.evaluation import chance_recall, evaluate_model
     from teran_es.features import open_image_set
     from teran_es.model.checkpoint import load_checkpoint
-    from teran_es.training import resolve_device
 
     if threads > 0:
         import torch
@@ -122,7 +122,7 @@ def evaluate(
             from teran_es.search_evaluation import evaluate_search_pipeline
 
             pipeline.index.backend = backend
-            pipeline.search.device = device
+            pipeline.ingest.device = pipeline.search.device = device
             name = f"{str(meta.get('fingerprint', 'model'))[:12]}-{split}-{backend}"
             searched = evaluate_search_pipeline(
                 model,

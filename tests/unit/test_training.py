@@ -13,7 +13,6 @@ from teran_es.training import (
     build_text_cache,
     caption_pairs,
     collate,
-    resolve_device,
     train,
 )
 
@@ -27,11 +26,6 @@ def test_schedule_warms_up_then_steps():
     assert [schedule(i) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert schedule(19) == 1.0 and schedule(20) == pytest.approx(0.1) and schedule(40) == pytest.approx(0.01)
     assert StepWarmupSchedule(10, 0, 0, 0.1)(1000) == 1.0
-
-
-def test_device_auto():
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu") == torch.device("cpu")
 
 
 def test_batches_and_parameter_groups(tiny_pipeline):
