@@ -196,7 +196,7 @@ class ElasticsearchConfig:
 
 @dataclass
 class IndexConfig:
-    backend: str = "embedded"  # embedded | elasticsearch
+    backend: str = "embedded"  # embedded | elasticsearch (the registry: teran_es.index.BACKENDS)
     name: str = ""  # "" = "teran-<pipeline name>", so two pipelines never share an index by accident
     path: str = ""  # embedded backend directory; "" = <workdir>/index
 

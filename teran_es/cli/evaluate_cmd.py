@@ -9,6 +9,7 @@ import click
 
 from teran_es.cli.common import emit_json, json_option
 from teran_es.errors import TeranError
+from teran_es.index import BACKENDS
 
 
 @click.command("evaluate")
@@ -55,7 +56,7 @@ from teran_es.errors import TeranError
 )
 @click.option(
     "--backend",
-    type=click.Choice(["embedded", "elasticsearch"]),
+    type=click.Choice(list(BACKENDS)),
     default="embedded",
     show_default=True,
     help="Index backend for --candidates.",

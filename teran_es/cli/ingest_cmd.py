@@ -16,6 +16,7 @@ from teran_es.cli.common import (
     set_option,
 )
 from teran_es.errors import TeranError
+from teran_es.index import BACKENDS
 
 
 @click.command()
@@ -23,7 +24,7 @@ from teran_es.errors import TeranError
 @pipeline_option
 @set_option
 @click.option("--checkpoint", default=None, help="Trained model directory (overrides the pipeline's).")
-@click.option("--backend", type=click.Choice(["embedded", "elasticsearch"]), default=None, help="Index backend.")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None, help="Index backend.")
 @click.option("--split", default=None, help="Only this split of the source (default: all of it).")
 @click.option("--batch-size", default=64, show_default=True, help="Images encoded per batch.")
 @click.option(

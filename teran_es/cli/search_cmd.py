@@ -13,6 +13,7 @@ from teran_es.cli.common import (
     set_option,
 )
 from teran_es.errors import TeranError
+from teran_es.index import BACKENDS
 
 
 @click.command()
@@ -22,7 +23,7 @@ from teran_es.errors import TeranError
 @click.option("--checkpoint", default=None, help="Trained model directory (overrides the pipeline's).")
 @click.option("--k", "k", type=int, default=None, help="Hits to return (default: search.k).")
 @click.option("--candidates", type=int, default=None, help="Images recalled from the index and reranked.")
-@click.option("--backend", type=click.Choice(["embedded", "elasticsearch"]), default=None)
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None, help="Index backend.")
 @click.option("--exact", is_flag=True, help="Score every image exactly (brute-force scan) instead.")
 @click.option("--device", default=None, help="Rerank device: cpu, cuda, auto.")
 @json_option
