@@ -82,7 +82,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     warmup_iters: int = 0
     grad_clip: float = 2.0
-    loss: str = "hinge"  # hinge (VSE++ triplet, as TERAN) | infonce (symmetric cross-entropy)
+    loss: str = "hinge"  # hinge (VSE++ triplet, as TERAN) | infonce (symmetric cross-entropy); see model/loss.py LOSSES
     margin: float = 0.2  # hinge
     max_violation: bool = True  # hinge: hardest negative only
     temperature: float = 0.05  # infonce: scores are divided by it
@@ -306,14 +306,32 @@ def apply_overrides(config: PipelineConfig, overrides: list[str]) -> PipelineCon
     return config
 
 
+def validate_config(config: PipelineConfig) -> PipelineConfig:
+    """Refuse a setting that names something unknown when the pipeline loads, not at its first
+    use an hour into a run: ``train.loss`` must be in the loss registry (model/loss.py)."""
+    # The registry lives with the losses it builds. It is imported here, on use, because quick
+    # commands (`teran-es elasticsearch status`) import this module and must not pay for torch.
+    from teran_es.model.loss import LOSSES, unknown_loss_message
+
+    if config.train.loss not in LOSSES:
+        raise ConfigError(unknown_loss_message(config.train.loss))
+    return config
+
+
 def config_from_dict(data: dict[str, Any]) -> PipelineConfig:
+    """A validated config from the tables of a pipeline file (missing settings keep their defaults)."""
+    return validate_config(_config_from_tables(data))
+
+
+def _config_from_tables(data: dict[str, Any]) -> PipelineConfig:
     config = PipelineConfig()
     _apply(config, data, "config")
     return config
 
 
 def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a pipeline TOML file (or the defaults when ``path`` is None) and apply overrides."""
+    """Read a pipeline TOML file (or the defaults when ``path`` is None), apply overrides, and
+    validate the result (:func:`validate_config`)."""
     if path is None:
         config = PipelineConfig()
     else:
@@ -326,10 +344,11 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
         try:
-            config = config_from_dict(data)
+            # validated once the overrides are in: one may repair what the file says
+            config = _config_from_tables(data)
         except ConfigError as exc:
             raise ConfigError(f"{p}: {exc}") from None
-    return apply_overrides(config, overrides or [])
+    return validate_config(apply_overrides(config, overrides or []))
 
 
 def config_to_dict(config: PipelineConfig) -> dict[str, Any]:
