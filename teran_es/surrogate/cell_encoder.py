@@ -35,10 +35,10 @@ from teran_es.config import QuantizerConfig
 from teran_es.errors import ConfigError
 from teran_es.surrogate import ops
 from teran_es.surrogate.cells import CellCodebook, split_cells
-from teran_es.surrogate.encoder import DocumentBatch, config_from_dict
 from teran_es.surrogate.errors import EncoderFileError, FitError
 from teran_es.surrogate.query import MaxSumQuery
-from teran_es.surrogate.sparse import SparseEncoding
+from teran_es.surrogate.saved import check_fingerprint, config_from_dict, encoder_metadata, write_encoder_file
+from teran_es.surrogate.sparse import DocumentBatch, SparseEncoding
 
 FORMAT = "teran-es/cell-tokens/1"
 # Settings that change the documents (the codebooks or their use); nprobe and probe_beam are
@@ -233,27 +233,15 @@ class CellTokenEncoder:
         return digest.hexdigest()
 
     def metadata(self) -> dict:
-        return {
-            "format": FORMAT,
-            "dim": self.dim,
-            "config": dataclasses.asdict(self.config),
-            "fingerprint": self.fingerprint,
-            "model_fingerprint": self.model_fingerprint,
-            "numpy": np.__version__,
-        }
+        """JSON-able description: format, dim, full config, fingerprint, numpy version."""
+        return encoder_metadata(FORMAT, self)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the codebooks and the JSON metadata to one .npz file (atomically)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         arrays = {}
         for m, book in enumerate(self.codebooks):
             arrays.update({f"coarse{m}": book.coarse, f"fine{m}": book.fine, f"fine_used{m}": book.fine_used})
-        tmp = target.with_name(target.name + ".tmp")
-        with tmp.open("wb") as fh:
-            np.savez(fh, metadata=np.array(json.dumps(self.metadata(), sort_keys=True)), **arrays)
-        tmp.replace(target)
-        return target
+        return write_encoder_file(path, self.metadata(), arrays)
 
     @classmethod
     def from_arrays(cls, data, metadata: dict, where: str) -> CellTokenEncoder:
@@ -266,8 +254,7 @@ class CellTokenEncoder:
         except KeyError as exc:
             raise EncoderFileError(f"{where}: a codebook is missing ({exc})") from None
         encoder = cls(config, books, str(metadata.get("model_fingerprint", "")))
-        if encoder.fingerprint != metadata.get("fingerprint"):
-            raise EncoderFileError(f"{where}: fingerprint mismatch; the file was altered or is corrupt")
+        check_fingerprint(encoder.fingerprint, metadata, where)
         return encoder
 
     def __repr__(self) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +12,7 @@ from teran_es.surrogate import cell_encoder, encoder
 from teran_es.surrogate.cell_encoder import CellTokenEncoder
 from teran_es.surrogate.encoder import SurrogateTextEncoder
 from teran_es.surrogate.errors import EncoderFileError
+from teran_es.surrogate.saved import read_encoder_file
 
 KINDS = ("cells", "scalar")
 FirstStageEncoder = CellTokenEncoder | SurrogateTextEncoder
@@ -36,13 +35,10 @@ def fit_encoder(
 
 def load_encoder(path: str | os.PathLike[str]) -> FirstStageEncoder:
     """Read a file either encoder's ``save`` wrote; raises EncoderFileError if it is not one or was altered."""
-    try:
-        with np.load(Path(path), allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-        metadata = json.loads(str(arrays.pop("metadata")))
-    except (KeyError, OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise EncoderFileError(f"{path}: not a first-stage encoder file ({exc})") from exc
+    arrays, metadata = read_encoder_file(path)
     kind = _BY_FORMAT.get(metadata.get("format"))
     if kind is None:
-        raise EncoderFileError(f"{path}: unsupported format {metadata.get('format')!r} (known: {', '.join(_BY_FORMAT)})")
+        raise EncoderFileError(
+            f"{path}: unsupported format {metadata.get('format')!r} (known: {', '.join(_BY_FORMAT)})"
+        )
     return kind.from_arrays(arrays, metadata, str(path))
