@@ -116,6 +116,7 @@ class HingeLoss:
 
     @classmethod
     def from_config(cls, train: TrainConfig) -> HingeLoss:
+        """The hinge loss with ``train.margin``."""
         return cls(train.margin)
 
     def __call__(self, scores: torch.Tensor, same_image: torch.Tensor | None, max_violation: bool) -> torch.Tensor:
@@ -131,6 +132,9 @@ class InfoNCELoss:
 
     @classmethod
     def from_config(cls, train: TrainConfig) -> InfoNCELoss:
+        """InfoNCE at ``train.temperature`` (refused unless positive: it divides the scores)."""
+        if not train.temperature > 0:
+            raise ConfigError(f"train.temperature must be positive for the infonce loss, got {train.temperature}")
         return cls(train.temperature)
 
     def __call__(self, scores: torch.Tensor, same_image: torch.Tensor | None, max_violation: bool) -> torch.Tensor:
@@ -146,6 +150,7 @@ LOSSES: dict[str, Callable[[TrainConfig], BatchLoss]] = {
 
 
 def unknown_loss_message(name: str) -> str:
+    """What a ConfigError says about a ``train.loss`` the registry does not hold."""
     return f"train.loss: unknown loss {name!r} (known: {', '.join(LOSSES)})"
 
 

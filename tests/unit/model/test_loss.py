@@ -143,3 +143,5 @@ def test_the_registry_builds_each_loss_from_the_train_settings():
     assert float(infonce(scores, None, True)) == pytest.approx(float(infonce_loss(scores, 0.1)))
     with pytest.raises(ConfigError, match=r"unknown loss 'focal' \(known: hinge, infonce\)"):
         build_loss(TrainConfig(loss="focal"))
+    with pytest.raises(ConfigError, match="train.temperature must be positive"):
+        build_loss(TrainConfig(loss="infonce", temperature=0.0))
