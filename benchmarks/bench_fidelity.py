@@ -51,6 +51,7 @@ def tiny_config(root: Path, data, epochs: int):
             f"train.output_dir={root / 'train'}",
             f"data.path={data.data_path}",
             "search.device=cpu",
+            "ingest.device=cpu",
         ],
     )
 

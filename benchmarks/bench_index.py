@@ -285,7 +285,7 @@ def bench_elasticsearch(args: argparse.Namespace, corpus: SyntheticSurrogateCorp
 
 
 def _local_java() -> str | None:
-    from teran_es.server.local_elasticsearch import read_state
+    from teran_es.server.state import read_state
 
     state = read_state()
     return f"{state.java_version} ({state.java_home})" if state else None

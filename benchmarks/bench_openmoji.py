@@ -30,7 +30,7 @@ from teran_es.collections.openmoji import build_openmoji  # noqa: E402
 from teran_es.config import default_cache_dir  # noqa: E402
 from teran_es.evaluation import chance_recall, evaluate_model  # noqa: E402
 from teran_es.features import open_image_set  # noqa: E402
-from teran_es.features.pixels import iter_openmoji_images  # noqa: E402
+from teran_es.features.image_table import iter_collection_images  # noqa: E402
 from teran_es.index import IndexError_  # noqa: E402
 from teran_es.model.checkpoint import load_checkpoint  # noqa: E402
 from teran_es.search_evaluation import evaluate_search_pipeline  # noqa: E402
@@ -42,7 +42,7 @@ def run_backend(model, meta, config, test_set, collection, backend, setting, can
     """One backend and setting; the reason instead of numbers when the backend is unavailable."""
     config.index.backend = backend
     workdir = default_cache_dir() / "bench" / f"openmoji-{meta['fingerprint'][:12]}-{setting}-{backend}"
-    distractors = iter_openmoji_images(collection) if setting == "all" else ()
+    distractors = iter_collection_images(collection) if setting == "all" else ()
     try:
         return evaluate_search_pipeline(
             model, test_set, config, workdir, candidates=candidates, progress=progress, distractors=distractors
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     collection = build_openmoji(progress=progress)
     model, config, meta = load_checkpoint(args.checkpoint)
     config.data.path = str(collection)
-    config.search.device = "cpu"
+    config.ingest.device = config.search.device = "cpu"
     test_set = open_image_set(config.data, args.split, image_size=model.config.image_size)
 
     t = time.perf_counter()

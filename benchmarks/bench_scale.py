@@ -153,7 +153,7 @@ def elasticsearch_url(explicit: str) -> tuple[str | None, str]:
         return explicit, "--es-url"
     if os.environ.get("ELASTICSEARCH_URL"):
         return os.environ["ELASTICSEARCH_URL"], "ELASTICSEARCH_URL"
-    from teran_es.server.local_elasticsearch import status
+    from teran_es.server.process import status
 
     local = status()
     if local.running:

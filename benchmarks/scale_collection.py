@@ -160,9 +160,9 @@ def load_real(directory: Path) -> RealEmbeddings | None:
 def encode_real(model, collection: Path, batch_size: int = 128, progress: bool = True) -> RealEmbeddings:
     """Encode every OpenMoji image and every test caption with ``model`` (CPU or its device)."""
     from teran_es.encoding import encode_image_records
-    from teran_es.features.pixels import iter_openmoji_images
+    from teran_es.features.image_table import iter_collection_images
 
-    images = list(iter_openmoji_images(collection))
+    images = list(iter_collection_images(collection))
     size = model.config.image_size
     decode_s = encode_s = 0.0
     regions = []

@@ -23,6 +23,9 @@ from typing import Any
 
 import tomli_w
 
+# ConfigError lives with the other package errors; callers may keep importing it from here.
+from teran_es.errors import ConfigError
+
 
 def default_cache_dir() -> Path:
     """Where downloads, collections and local servers live (outside the repository)."""
@@ -79,7 +82,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     warmup_iters: int = 0
     grad_clip: float = 2.0
-    loss: str = "hinge"  # hinge (VSE++ triplet, as TERAN) | infonce (symmetric cross-entropy)
+    loss: str = "hinge"  # hinge (VSE++ triplet, as TERAN) | infonce (symmetric cross-entropy); see model/loss.py LOSSES
     margin: float = 0.2  # hinge
     max_violation: bool = True  # hinge: hardest negative only
     temperature: float = 0.05  # infonce: scores are divided by it
@@ -90,7 +93,7 @@ class TrainConfig:
     val_every: int = 0  # iterations; 0 = once per epoch
     log_every: int = 50  # iterations between training lines in metrics.jsonl
     num_workers: int = 0
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA when there is one, else CPU) | cpu | cuda | cuda:N (see device.py)
     cpu_threads: int = 0  # torch intra-op threads on the CPU; 0 = torch's default
     output_dir: str = "runs/default"
     # Epochs at the start that sum the hinge over all negatives before hardest negatives take
@@ -193,16 +196,23 @@ class ElasticsearchConfig:
 
 @dataclass
 class IndexConfig:
-    backend: str = "embedded"  # embedded | elasticsearch
+    backend: str = "embedded"  # embedded | elasticsearch (the registry: teran_es.index.BACKENDS)
     name: str = ""  # "" = "teran-<pipeline name>", so two pipelines never share an index by accident
     path: str = ""  # embedded backend directory; "" = <workdir>/index
+
+
+@dataclass
+class IngestConfig:
+    """How ``teran-es ingest`` encodes images (where they go: ``workdir``, ``[store]``, ``[index]``)."""
+
+    device: str = "auto"  # where images are encoded: auto (CUDA when there is one, else CPU) | cpu | cuda | cuda:N
 
 
 @dataclass
 class SearchConfig:
     k: int = 10
     candidates: int = 1000
-    device: str = "auto"
+    device: str = "auto"  # where queries are encoded and reranked: auto | cpu | cuda | cuda:N (see device.py)
     batch_size: int = 256  # candidates scored per rerank batch
 
 
@@ -221,6 +231,7 @@ class PipelineConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     expected_metrics: dict[str, float] = field(default_factory=dict)
 
@@ -234,10 +245,6 @@ class PipelineConfig:
         if self.workdir:
             return Path(self.workdir).expanduser()
         return default_cache_dir() / "work" / self.name
-
-
-class ConfigError(ValueError):
-    """A configuration file or override that does not fit the schema."""
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
@@ -299,14 +306,32 @@ def apply_overrides(config: PipelineConfig, overrides: list[str]) -> PipelineCon
     return config
 
 
+def validate_config(config: PipelineConfig) -> PipelineConfig:
+    """Refuse a setting that names something unknown when the pipeline loads, not at its first
+    use an hour into a run: ``train.loss`` must be in the loss registry (model/loss.py)."""
+    # The registry lives with the losses it builds. It is imported here, on use, because quick
+    # commands (`teran-es elasticsearch status`) import this module and must not pay for torch.
+    from teran_es.model.loss import LOSSES, unknown_loss_message
+
+    if config.train.loss not in LOSSES:
+        raise ConfigError(unknown_loss_message(config.train.loss))
+    return config
+
+
 def config_from_dict(data: dict[str, Any]) -> PipelineConfig:
+    """A validated config from the tables of a pipeline file (missing settings keep their defaults)."""
+    return validate_config(_config_from_tables(data))
+
+
+def _config_from_tables(data: dict[str, Any]) -> PipelineConfig:
     config = PipelineConfig()
     _apply(config, data, "config")
     return config
 
 
 def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a pipeline TOML file (or the defaults when ``path`` is None) and apply overrides."""
+    """Read a pipeline TOML file (or the defaults when ``path`` is None), apply overrides, and
+    validate the result (:func:`validate_config`)."""
     if path is None:
         config = PipelineConfig()
     else:
@@ -319,10 +344,11 @@ def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
         try:
-            config = config_from_dict(data)
+            # validated once the overrides are in: one may repair what the file says
+            config = _config_from_tables(data)
         except ConfigError as exc:
             raise ConfigError(f"{p}: {exc}") from None
-    return apply_overrides(config, overrides or [])
+    return validate_config(apply_overrides(config, overrides or []))
 
 
 def config_to_dict(config: PipelineConfig) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from teran_es.errors import ConfigError
 from teran_es.features.pixels import ImageFile, stack_pixels
 from teran_es.features.records import ImageRecord, pad_regions
 
@@ -36,7 +37,7 @@ def image_inputs(
     "region_mask"}`` padded."""
     if uses_pixels(records):
         if not image_size:
-            raise ValueError(
+            raise ConfigError(
                 "these images come as pixels but the model has no image front end (model.frontend = "
                 "'none'): give it region features, or use a model with model.frontend = 'grid-cnn'"
             )

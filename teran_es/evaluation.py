@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from teran_es.encoding import encode_image_records
+from teran_es.errors import TeranError
 from teran_es.features.records import ImageCaptionSet
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ FOLD_IMAGES = 1000
 COCO_5K_IMAGES = 5000
 # columns (or rows) compared at once when ranking: bounds the [N, block] temporaries
 _RANK_BLOCK = 2048
+
+
+class EvaluationError(TeranError, ValueError):
+    """A split that cannot be scored as asked (a protocol its size does not fit, an image
+    without captions)."""
 
 
 def _as_numpy_scores(scores: np.ndarray | torch.Tensor, caption_to_image: np.ndarray | torch.Tensor):
@@ -91,7 +97,7 @@ def sentence_retrieval_ranks(
     scores, owners = _as_numpy_scores(scores, caption_to_image)
     n_images, n_captions = scores.shape
     if np.bincount(owners, minlength=n_images).min(initial=1) == 0:
-        raise ValueError("every image needs at least one caption for sentence retrieval")
+        raise EvaluationError("every image needs at least one caption for sentence retrieval")
     ranks = np.empty(n_images, dtype=np.int64)
     caption_index = np.arange(n_captions)[None, :]
     for start in range(0, n_images, _RANK_BLOCK):
@@ -170,15 +176,15 @@ def evaluate_scores(
     scores, owners = _as_numpy_scores(scores, caption_to_image)
     n_images, n_captions = scores.shape
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
+        raise EvaluationError(f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})")
     if protocol == "5k" and n_images != COCO_5K_IMAGES:
-        raise ValueError(f"protocol 5k needs exactly {COCO_5K_IMAGES} images, got {n_images} (use 'all')")
+        raise EvaluationError(f"protocol 5k needs exactly {COCO_5K_IMAGES} images, got {n_images} (use 'all')")
     if protocol in ("all", "5k"):
         result: dict[str, Any] = recall_at_k(scores, owners, ks)
         folds = 1
     else:
         if n_images < FOLD_IMAGES or n_images % FOLD_IMAGES:
-            raise ValueError(f"protocol 1k needs a multiple of {FOLD_IMAGES} images, got {n_images}")
+            raise EvaluationError(f"protocol 1k needs a multiple of {FOLD_IMAGES} images, got {n_images}")
         folds = n_images // FOLD_IMAGES
         per_fold = []
         for fold in range(folds):

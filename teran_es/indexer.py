@@ -29,18 +29,19 @@ import numpy as np
 import torch
 
 from teran_es.config import PipelineConfig, save_config
+from teran_es.device import resolve_device
 from teran_es.encoding import encode_image_records
+from teran_es.errors import ConfigError
 from teran_es.features.images import ImageDecodeError
 from teran_es.features.pixels import ImageFile
 from teran_es.features.records import ImageRecord, RecordError, validate_record
 from teran_es.index import Index, SurrogateDocument, open_index
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
-from teran_es.rerank import resolve_device
 from teran_es.store import FeatureStore
 from teran_es.surrogate import FirstStageEncoder, fit_encoder
 from teran_es.surrogate.terms import parse_region_document_id, region_document_id
-from teran_es.workdir import Artifacts, index_meta, open_quantizer
+from teran_es.workdir import Artifacts, WorkdirNotFoundError, index_meta, open_quantizer
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,10 @@ class Ingestor:
     ):
         self.config = config
         self.paths = Artifacts(config)
-        self.device = resolve_device(device or config.search.device)
+        self.device = resolve_device(device or config.ingest.device)
         if model is None:
             if not config.checkpoint:
-                raise ValueError("the pipeline names no model checkpoint (set `checkpoint` or --checkpoint)")
+                raise ConfigError("the pipeline names no model checkpoint (set `checkpoint` or --checkpoint)")
             model, _, _ = load_checkpoint(config.checkpoint, device=self.device)
         self.model = model.to(self.device).eval()
         self.model_fingerprint = model_fingerprint(self.model)
@@ -161,12 +162,12 @@ class Ingestor:
 
             self._extractor = build_extractor(self.config.extractor, self.device)
             if self._extractor is None:
-                raise ValueError(
+                raise ConfigError(
                     "these images come as files, but the model has no image front end (model.frontend) "
                     "and the pipeline names no region-feature extractor ([extractor] kind and weights)"
                 )
         if self._extractor.feature_dim != self.model.config.region_feature_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"the extractor gives {self._extractor.feature_dim}-d region features but the model "
                 f"takes {self.model.config.region_feature_dim}-d ones"
             )

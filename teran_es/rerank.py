@@ -15,6 +15,7 @@ from typing import Protocol
 
 import torch
 
+from teran_es.device import resolve_device
 from teran_es.model.alignment import pairwise_scores
 
 
@@ -34,13 +35,6 @@ class RegionSource(Protocol):
 class ScoredImage:
     id: str
     score: float
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto`` (or None) means CUDA when present, else CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _ordered_batches(store: RegionSource, ids: Sequence[str], batch_size: int) -> Iterator[list[str]]:

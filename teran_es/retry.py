@@ -16,6 +16,7 @@ from teran_es.index import dead_letter_path
 from teran_es.indexer import Ingestor, IngestReport, ShownFields
 from teran_es.surrogate import FirstStageEncoder
 from teran_es.surrogate.terms import parse_region_document_id
+from teran_es.workdir import WorkdirNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def retry_failed(ingestor: Ingestor) -> RetryReport:
     if not aside.exists():
         return report
     if ingestor.quantizer is None:
-        raise ValueError(
+        raise WorkdirNotFoundError(
             f"{aside} names failed documents, but pipeline {ingestor.config.name!r} has no quantizer yet"
         )
     wanted: dict[str, ShownFields] = {}

@@ -12,20 +12,22 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from teran_es.config import PipelineConfig
+from teran_es.device import resolve_device
+from teran_es.errors import ConfigError, TeranError
 from teran_es.index import Index, IndexHit, IndexMismatchError, open_index
 from teran_es.index.base import Query
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
-from teran_es.rerank import rerank_exact, resolve_device
+from teran_es.rerank import rerank_exact
 from teran_es.store import FeatureStore
 from teran_es.surrogate import FirstStageEncoder, group_region_hits
 from teran_es.surrogate.terms import region_document_id, region_hits_needed
-from teran_es.workdir import Artifacts, index_meta, open_quantizer
+from teran_es.workdir import Artifacts, WorkdirNotFoundError, index_meta, open_quantizer
 
 log = logging.getLogger(__name__)
 
 
-class QueryError(ValueError):
+class QueryError(TeranError, ValueError):
     """A query that cannot be searched (empty, nothing the text model knows)."""
 
 
@@ -76,13 +78,13 @@ class Searcher:
         paths = Artifacts(config)
         dev = resolve_device(device or config.search.device)
         if not paths.quantizer.exists():
-            raise FileNotFoundError(
+            raise WorkdirNotFoundError(
                 f"nothing ingested for pipeline {config.name!r} yet ({paths.quantizer} is missing): "
                 "run `teran-es ingest` first"
             )
         if model is None:
             if not config.checkpoint:
-                raise ValueError("the pipeline names no model checkpoint (set `checkpoint` or --checkpoint)")
+                raise ConfigError("the pipeline names no model checkpoint (set `checkpoint` or --checkpoint)")
             model, _, _ = load_checkpoint(config.checkpoint, device=dev)
         model = model.to(dev).eval()
         fingerprint = model_fingerprint(model)
@@ -143,7 +145,7 @@ class Searcher:
         k = self.config.search.k if k is None else k
         n_candidates = self.config.search.candidates if candidates is None else candidates
         if k < 1 or n_candidates < 1:
-            raise ValueError("k and candidates must be at least 1")
+            raise QueryError("k and candidates must be at least 1")
         timings: dict[str, float] = {}
         t = time.perf_counter()
         words, mask = self.encode_query(text)

@@ -4,11 +4,16 @@ Batches are drawn per caption: every (image, caption) pair of the training split
 sample, shuffled each epoch, and a batch of B pairs gives a B x B score matrix whose
 diagonal holds the positives (another caption of the same image is never a negative).
 The loss is the hinge triplet loss over the hardest negatives or all of them
-(``train.max_violation``), summed over the batch, or InfoNCE (``train.loss``). A wholly frozen text backbone runs once per caption, not per step.
+(``train.max_violation``), summed over the batch, or InfoNCE: ``train.loss`` names one of the
+registry ``model.loss.LOSSES``. A wholly frozen text backbone runs once per caption, not per
+step (training_batches.py).
 
-Optimiser: Adam or AdamW with one learning rate for the text backbone and one for the
-rest, a linear warm-up over the first iterations, step decay every ``lr_step_epochs``
-epochs, gradient clipping by global norm, and mixed precision on CUDA only.
+Optimiser (training_step.py): Adam or AdamW with one learning rate for the text backbone and
+one for the rest, a linear warm-up over the first iterations, step decay every
+``lr_step_epochs`` epochs, gradient clipping by global norm, and mixed precision on CUDA only.
+
+A run is a :class:`TrainingRun`: its set-up, then per epoch ``train_epoch``, ``validate``
+(which writes ``best/``) and ``save_last``; :func:`train` builds and runs one.
 
 Output directory layout::
 
@@ -30,7 +35,6 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +44,17 @@ import torch
 from tqdm.auto import tqdm
 
 from teran_es.collections.openmoji import with_default_collection
-from teran_es.config import PipelineConfig, TrainConfig, save_config
-from teran_es.encoding import frontend_size, image_inputs
+from teran_es.config import PipelineConfig, save_config
+from teran_es.device import resolve_device
+from teran_es.encoding import frontend_size
+from teran_es.errors import TeranError
 from teran_es.evaluation import evaluate_model
-from teran_es.features import ImageCaptionSet, open_image_set
-from teran_es.model.text_cache import TextStateCache, tokenize_in_batches
+from teran_es.features import open_image_set
+from teran_es.model.checkpoint import load_checkpoint, save_checkpoint
+from teran_es.model.loss import build_loss
+from teran_es.model.teran import TERAN
+from teran_es.training_batches import build_text_cache, caption_pairs, collate
+from teran_es.training_step import StepWarmupSchedule, amp_settings, build_optimizer, train_step
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +63,7 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TeranError, RuntimeError):
     """A run that cannot start or continue (incompatible resume, diverged loss, ...)."""
 
 
@@ -70,7 +80,8 @@ class TrainResult:
     last_metrics: dict[str, Any] = field(default_factory=dict)
     resumed_from_epoch: int = 0
     seconds: float = 0.0
-    stopped_early: str = ""  # why training stopped before train.epochs (patience, time budget); "" = it did not
+    # why training stopped before train.epochs (patience, time budget); "" = it did not
+    stopped_early: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -78,127 +89,11 @@ class TrainResult:
         return out
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` = the first CUDA device when there is one, else the CPU."""
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (model initialisation draws from them)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-class StepWarmupSchedule:
-    """Learning-rate factor at iteration ``it``: linear warm-up over ``warmup_iters``, then
-    x ``gamma`` every ``step_epochs`` epochs (no decay when ``step_epochs`` is 0).
-
-    An object rather than a lambda so that LambdaLR's state_dict can save it.
-    """
-
-    def __init__(self, iters_per_epoch: int, warmup_iters: int, step_epochs: int, gamma: float) -> None:
-        self.iters_per_epoch = max(1, iters_per_epoch)
-        self.warmup_iters = warmup_iters
-        self.step_epochs = step_epochs
-        self.gamma = gamma
-
-    def __call__(self, it: int) -> float:
-        warm = min(1.0, (it + 1) / self.warmup_iters) if self.warmup_iters > 0 else 1.0
-        if self.step_epochs <= 0:
-            return warm
-        return warm * self.gamma ** ((it // self.iters_per_epoch) // self.step_epochs)
-
-
-def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """Adam/AdamW with two parameter groups: ``text_backbone`` (lr_backbone) and ``rest`` (lr)."""
-    backbone = model.textual.backbone
-    backbone_ids = {id(p) for p in backbone.parameters()}
-    backbone_params = [p for p in backbone.parameters() if p.requires_grad]
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
-    groups = [
-        {"params": backbone_params, "lr": train.lr_backbone, "name": "text_backbone"},
-        {"params": rest, "lr": train.lr, "name": "rest"},
-    ]
-    groups = [g for g in groups if g["params"]]
-    if train.optimizer == "adam":
-        return torch.optim.Adam(groups, weight_decay=train.weight_decay)
-    if train.optimizer == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=train.weight_decay)
-    raise TrainingError(f"unknown optimizer {train.optimizer!r} (adam | adamw)")
-
-
-def caption_pairs(image_set: ImageCaptionSet) -> np.ndarray:
-    """Every (image index, caption index) of the set: int64 [P, 2]."""
-    pairs = [(i, c) for i, caps in enumerate(image_set.captions) for c in range(len(caps))]
-    if not pairs:
-        raise TrainingError(f"split {image_set.name!r} has no captions to train on")
-    return np.asarray(pairs, dtype=np.int64)
-
-
-def collate(
-    image_set: ImageCaptionSet,
-    pairs: np.ndarray,
-    tokenize: Callable[[list[str]], dict],
-    image_size: int | None = None,
-    text_cache: TextStateCache | None = None,
-    positions: np.ndarray | None = None,
-) -> dict[str, torch.Tensor]:
-    """One training batch from (image, caption) pairs [B, 2]: the images as the model takes
-    them (padded regions with their mask, or pixels at ``image_size`` for a model with a
-    front end) and tokenized captions (row b of each is a positive pair).
-
-    ``text_cache``: the backbone states of every caption of ``image_set`` in
-    :func:`caption_pairs` order, and ``positions`` [B]: where ``pairs`` stand in that order;
-    the batch then carries ``text_states`` as well."""
-    images = [image_set.load(int(i)) for i in pairs[:, 0]]
-    if text_cache is not None:
-        if positions is None or len(positions) != len(pairs):
-            raise ValueError("a text cache needs the positions of the pairs in caption_pairs order")
-        tokens = text_cache.batch(positions)
-    else:
-        tokens = tokenize([image_set.captions[int(i)][int(c)] for i, c in pairs])
-    return {
-        **image_inputs(images, image_size),
-        **tokens,
-        "image_index": torch.as_tensor(pairs[:, 0], dtype=torch.long),
-    }
-
-
-def build_text_cache(
-    model, image_set: ImageCaptionSet, max_mb: float, device: torch.device, progress: bool
-) -> TextStateCache | None:
-    """The frozen text backbone's states of every training caption, or None when the backbone
-    is trained, the cache is off (``max_mb`` 0) or it would not fit in ``max_mb``."""
-    if max_mb <= 0 or not model.text_backbone_frozen:
-        return None
-    captions = [image_set.captions[int(i)][int(c)] for i, c in caption_pairs(image_set)]
-    batches = tokenize_in_batches(captions, model.tokenize)
-    tokens = sum(int(batch["attention_mask"].sum()) for batch in batches)
-    megabytes = tokens * model.textual.backbone.config.hidden_size * 4 / 2**20
-    if megabytes > max_mb:
-        log.info("text backbone states not cached: %.0f MB > train.text_cache_max_mb = %g", megabytes, max_mb)
-        return None
-    with tqdm(total=len(captions), desc="text states", unit="caption", disable=not progress) as bar:
-        cache = TextStateCache.build(
-            batches,
-            model.textual.backbone_states,
-            pad_id=model.tokenizer.pad_token_id or 0,
-            device=device,
-            progress=bar.update,
-        )
-    log.info("cached the frozen text backbone's states of %d captions (%.0f MB)", len(cache), cache.nbytes / 2**20)
-    return cache
-
-
-def _amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype, bool]:
-    """(autocast on?, its dtype, gradient scaler needed?) — bf16 where the GPU has it, else fp16."""
-    if not enabled or device.type != "cuda":
-        return False, torch.float32, False
-    if torch.cuda.is_bf16_supported():
-        return True, torch.bfloat16, False
-    return True, torch.float16, True
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -218,101 +113,278 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
-def _save(
-    model,
-    directory: Path,
-    config: PipelineConfig,
-    extra: dict[str, Any],
-    state: dict[str, Any] | None,
-    weights_dtype: str = "fp32",
-) -> None:
-    from teran_es.model.checkpoint import save_checkpoint
+class TrainingRun:
+    """One run of :func:`train`: its data, model, optimiser and bookkeeping, and its steps.
 
-    tmp = directory.with_name(directory.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_checkpoint(
-        model,
-        tmp,
-        config,
-        extra,
-        exclude_frozen_backbone=not config.train.save_frozen_backbone,
-        weights_dtype=weights_dtype,
-    )
-    if state is not None:
-        torch.save(state, tmp / TRAINING_STATE_FILE)
-    _replace_dir(tmp, directory)
+    The constructor sets the run up, continuing the one in ``train.output_dir/last`` unless
+    ``restart``; :meth:`run` trains until ``train.epochs``, the patience or the time budget
+    is spent. ``on_error``: what the data readers do with bad images ("raise" or "skip").
+    """
 
+    def __init__(
+        self, config: PipelineConfig, *, restart: bool = False, progress: bool = True, on_error: str = "raise"
+    ) -> None:
+        self.started = time.perf_counter()
+        self.config = config
+        self.cfg = cfg = config.train
+        self.progress = progress
+        self.loss_fn = build_loss(cfg)
+        self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.out / METRICS_FILE
+        self.last_dir, self.best_dir = self.out / "last", self.out / "best"
+        self.device = resolve_device(cfg.device)
+        if cfg.cpu_threads > 0:
+            torch.set_num_threads(cfg.cpu_threads)
+        seed_everything(cfg.seed)
+        self._open_data(on_error)
+        state = self._open_model(restart)
+        self._build_optimisation()
+        self.start_epoch, self.iteration = 0, 0
+        self.best_rsum, self.best_epoch, self.best_metrics = -math.inf, -1, {}
+        if state is not None:
+            self._restore(state)
+        self.completed = self.start_epoch
+        self.last_metrics: dict[str, Any] = {}
+        self.stale_validations = 0  # validations since the best one (for train.patience)
+        self.stopped = ""  # why the run stopped before train.epochs
 
-def _build_model(config: PipelineConfig, device: torch.device):
-    from teran_es.model.teran import TERAN
+    # -- setup -------------------------------------------------------------------------------
 
-    return TERAN(config.model).to(device)
+    def _open_data(self, on_error: str) -> None:
+        config, cfg = self.config, self.cfg
+        feature_dim = config.model.region_feature_dim
+        # a model with a front end trains on pixels at its input size; one without, on region features
+        image_size = config.model.image_size if config.model.frontend != "none" else None
+        reading = {"on_error": on_error, "feature_dim": feature_dim, "image_size": image_size}
+        # an openmoji pipeline with no data.path reads the collection built in the cache
+        data = with_default_collection(config.data)
+        self.train_set = open_image_set(data, config.data.train_split, **reading)
+        self.val_set = open_image_set(data, config.data.val_split, limit=cfg.val_images, **reading)
+        self.pairs = caption_pairs(self.train_set)
+        self.batch_size = min(cfg.batch_size, len(self.pairs))
+        # the ragged tail is dropped: too few negatives
+        self.iters_per_epoch = len(self.pairs) // self.batch_size
 
+    def _open_model(self, restart: bool) -> dict[str, Any] | None:
+        """The model, resumed from ``last/`` (returning its training state) or built anew."""
+        state: dict[str, Any] | None = None
+        if self.last_dir.exists() and not restart:
+            self.model, state = self._resume()
+            log.info("resuming from %s (epoch %d done)", self.last_dir, state["epoch"])
+        else:
+            if restart and self.metrics_path.exists():
+                self.metrics_path.unlink()
+            self.model = TERAN(self.config.model).to(self.device)
+        self.model.train()
+        save_config(self.config, self.out / CONFIG_FILE)
+        return state
 
-def _resume(last: Path, config: PipelineConfig, device: torch.device):
-    """(model, training state) from ``last/``; refuses a run whose model differs from ``config``."""
-    from teran_es.model.checkpoint import load_checkpoint
+    def _resume(self) -> tuple[Any, dict[str, Any]]:
+        """(model, training state) from ``last/``; refuses a run whose model differs from the config."""
+        model, saved, _meta = load_checkpoint(self.last_dir, self.device)
+        wanted, had = dataclasses.asdict(self.config.model), dataclasses.asdict(saved.model)
+        if had != wanted:
+            changed = [k for k, v in wanted.items() if had[k] != v]
+            raise TrainingError(
+                f"{self.last_dir} was trained with another model config (differs in {changed}); "
+                "use another train.output_dir or restart"
+            )
+        state_path = self.last_dir / TRAINING_STATE_FILE
+        if not state_path.is_file():
+            raise TrainingError(f"{state_path}: missing, cannot resume (restart instead)")
+        # our own file, written by _save: optimizer tensors and plain numbers only
+        return model, torch.load(state_path, map_location=self.device, weights_only=True)
 
-    model, saved, _meta = load_checkpoint(last, device)
-    if dataclasses.asdict(saved.model) != dataclasses.asdict(config.model):
-        changed = [
-            k for k, v in dataclasses.asdict(config.model).items() if dataclasses.asdict(saved.model)[k] != v
-        ]
-        raise TrainingError(
-            f"{last} was trained with another model config (differs in {changed}); "
-            "use another train.output_dir or restart"
+    def _build_optimisation(self) -> None:
+        cfg = self.cfg
+        self.text_cache = build_text_cache(
+            self.model, self.train_set, cfg.text_cache_max_mb, self.device, self.progress
         )
-    state_path = last / TRAINING_STATE_FILE
-    if not state_path.is_file():
-        raise TrainingError(f"{state_path}: missing, cannot resume (restart instead)")
-    # our own file, written by _save: optimizer tensors and plain numbers only
-    state = torch.load(state_path, map_location=device, weights_only=True)
-    return model, state
-
-
-def _train_step(
-    model,
-    batch: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    cfg: TrainConfig,
-    amp_dtype: torch.dtype | None,
-    max_violation: bool | None = None,
-) -> float:
-    """One optimisation step on one batch; returns the loss (the step is skipped if it is
-    not finite, and the caller stops the run). ``max_violation``: None = ``cfg.max_violation``."""
-    from teran_es.model.loss import contrastive_loss, global_contrastive_loss, infonce_loss, same_image_mask
-
-    hardest = cfg.max_violation if max_violation is None else max_violation
-    inputs = dict(batch)
-    image_index = inputs.pop("image_index", None)
-    same_image = same_image_mask(image_index) if image_index is not None else None
-    device_type = inputs["input_ids"].device.type
-    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        scores, images, texts = model(**inputs, return_embeddings=True)
-    # the loss is a sum over the batch: computed in float32 whatever the autocast dtype
-    if cfg.loss == "infonce":
-        loss = infonce_loss(scores.float(), cfg.temperature, same_image)
-    elif cfg.loss == "hinge":
-        loss = contrastive_loss(scores.float(), margin=cfg.margin, max_violation=hardest, same_image=same_image)
-    else:
-        raise TrainingError(f"unknown loss {cfg.loss!r} (hinge | infonce)")
-    if cfg.global_loss_weight > 0:
-        loss = loss + cfg.global_loss_weight * global_contrastive_loss(
-            images.global_vec.float(), texts.global_vec.float(), cfg.margin, hardest
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.schedule = StepWarmupSchedule(
+            self.iters_per_epoch, cfg.warmup_iters, cfg.lr_step_epochs, cfg.lr_gamma
         )
-    value = loss.item()
-    if not math.isfinite(value):
-        return value
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    if cfg.grad_clip > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    return value
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        use_amp, amp_dtype, self.use_scaler = amp_settings(self.device, cfg.amp)
+        self.amp_dtype = amp_dtype if use_amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Continue where ``state`` (from ``last/``) left off."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        configured = dict(vars(self.schedule))
+        self.scheduler.load_state_dict(state["scheduler"])
+        # the saved state carries the schedule it ran with; the config's wins, so a resumed
+        # run can be extended or re-timed (train.epochs, lr_step_epochs, lr_gamma)
+        vars(self.schedule).update(configured)
+        if self.use_scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
+        self.best_rsum, self.best_epoch = float(state["best_rsum"]), int(state["best_epoch"])
+        self.best_metrics = dict(state.get("best_metrics", {}))
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train the remaining epochs (validating and checkpointing after each); the summary."""
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            self.train_epoch(epoch)
+            record = self.validate(epoch + 1)
+            best = f"best {self.best_rsum:.2f} at epoch {self.best_epoch}"
+            log.info("epoch %d: val rsum %.2f (%s)", epoch + 1, record["rsum"], best)
+            self.save_last(epoch + 1, record)
+            self.completed = epoch + 1
+            self.stopped = self._stop_reason()
+            if self.stopped:
+                log.info("stopping after epoch %d: %s", self.completed, self.stopped)
+                stop = {"event": "stop", "epoch": self.completed, "reason": self.stopped}
+                _append_jsonl(self.metrics_path, stop)
+                break
+        return TrainResult(
+            output_dir=self.out,
+            epochs_completed=self.completed,
+            iterations=self.iteration,
+            best_rsum=self.best_rsum if self.best_epoch >= 0 else float("nan"),
+            best_epoch=self.best_epoch,
+            best_metrics=self.best_metrics,
+            last_metrics=self.last_metrics,
+            resumed_from_epoch=self.start_epoch,
+            seconds=round(time.perf_counter() - self.started, 3),
+            stopped_early=self.stopped,
+        )
+
+    def train_epoch(self, epoch: int) -> None:
+        """One pass over the training pairs (0-based ``epoch``), validating every ``val_every`` iterations."""
+        cfg, batch_size, steps = self.cfg, self.batch_size, self.iters_per_epoch
+        # shuffling and dropout depend on (seed, epoch) only, so a resumed run repeats a fresh one
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.pairs))
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="it", disable=not self.progress)
+        self._window_loss, self._window_pairs, self._window_start = 0.0, 0, time.perf_counter()
+        for step in range(steps):
+            picked = order[step * batch_size : (step + 1) * batch_size]
+            pairs = self.pairs[picked]
+            batch = collate(
+                self.train_set, pairs, self.model.tokenize, frontend_size(self.model), self.text_cache, picked
+            )
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            loss = train_step(
+                self.model,
+                batch,
+                self.optimizer,
+                self.scaler,
+                cfg,
+                self.loss_fn,
+                self.amp_dtype,
+                max_violation=cfg.max_violation and epoch >= cfg.all_negatives_epochs,
+            )
+            if not math.isfinite(loss):
+                raise TrainingError(f"loss is {loss} at epoch {epoch + 1}, iteration {self.iteration + 1}")
+            self.scheduler.step()
+            self.iteration += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            self._log_step(epoch, loss, len(batch["input_ids"]), last=step == steps - 1)
+            if cfg.val_every and self.iteration % cfg.val_every == 0 and step != steps - 1:
+                self.validate(epoch + 1)
+                bar.set_postfix(loss=f"{loss:.3f}", rsum=f"{self.best_rsum:.1f}")
+        bar.close()
+
+    def _log_step(self, epoch: int, loss: float, pairs: int, last: bool) -> None:
+        """Count a step in the logged window (loss sum, pairs, start); write it every ``log_every``
+        iterations and at an epoch's end."""
+        self._window_loss += loss
+        self._window_pairs += pairs
+        if not ((self.cfg.log_every and self.iteration % self.cfg.log_every == 0) or last):
+            return
+        steps = max(1, self._window_pairs // self.batch_size)
+        seconds = time.perf_counter() - self._window_start
+        lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+        self.last_metrics = {
+            "event": "train",
+            "epoch": epoch + 1,
+            "iteration": self.iteration,
+            "loss": self._window_loss / steps,
+            "lr": lrs.get("rest"),
+            "lr_backbone": lrs.get("text_backbone"),
+            "pairs_per_s": round(self._window_pairs / max(seconds, 1e-9), 2),
+            "elapsed": round(time.perf_counter() - self.started, 3),
+        }
+        _append_jsonl(self.metrics_path, self.last_metrics)
+        self._window_loss, self._window_pairs, self._window_start = 0.0, 0, time.perf_counter()
+
+    def validate(self, epoch: int) -> dict[str, Any]:
+        """Score the validation split (1-based ``epoch``), log it, and write ``best/`` when it is the best."""
+        metrics = evaluate_model(
+            self.model, self.val_set, protocol="all", batch_size=max(self.batch_size, 64)
+        )
+        is_best = metrics["rsum"] > self.best_rsum
+        record = {
+            "event": "val",
+            "epoch": epoch,
+            "iteration": self.iteration,
+            **{k: v for k, v in metrics.items() if k not in ("seconds", "protocol", "folds")},
+            "best": is_best,
+            "elapsed": round(time.perf_counter() - self.started, 3),
+        }
+        _append_jsonl(self.metrics_path, record)
+        if is_best:
+            self.best_rsum, self.best_epoch, self.best_metrics = metrics["rsum"], epoch, record
+            extra = {"epoch": epoch, "iteration": self.iteration, "val": record}
+            self._save(self.best_dir, extra, None, weights_dtype=self.cfg.best_dtype)
+        self.stale_validations = 0 if is_best else self.stale_validations + 1
+        return record
+
+    def save_last(self, epoch: int, record: dict[str, Any]) -> None:
+        """Write ``last/``: the model after ``epoch`` (1-based) and all a resume needs."""
+        training_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.use_scaler else None,
+            "epoch": epoch,
+            "iteration": self.iteration,
+            "best_rsum": self.best_rsum,
+            "best_epoch": self.best_epoch,
+            "best_metrics": self.best_metrics,
+        }
+        extra = {"epoch": epoch, "iteration": self.iteration, "val": record}
+        self._save(self.last_dir, extra, training_state)
+
+    def _save(
+        self,
+        directory: Path,
+        extra: dict[str, Any],
+        state: dict[str, Any] | None,
+        weights_dtype: str = "fp32",
+    ) -> None:
+        """A checkpoint (plus the training state, if any) written aside, then moved into place."""
+        tmp = directory.with_name(directory.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_checkpoint(
+            self.model,
+            tmp,
+            self.config,
+            extra,
+            exclude_frozen_backbone=not self.cfg.save_frozen_backbone,
+            weights_dtype=weights_dtype,
+        )
+        if state is not None:
+            torch.save(state, tmp / TRAINING_STATE_FILE)
+        _replace_dir(tmp, directory)
+
+    def _stop_reason(self) -> str:
+        """Why to stop after the epoch just finished ("" = go on): patience or the time budget."""
+        cfg = self.cfg
+        elapsed = time.perf_counter() - self.started
+        epoch_seconds = elapsed / max(1, self.completed - self.start_epoch)
+        if cfg.patience and self.stale_validations >= cfg.patience:
+            return f"validation RSUM did not improve for {self.stale_validations} validations"
+        if cfg.max_minutes and self.completed < cfg.epochs and elapsed + epoch_seconds > cfg.max_minutes * 60:
+            # stop before an epoch that would end past the budget, not after it
+            return f"another epoch would not end within the time budget of {cfg.max_minutes:g} minutes"
+        return ""
 
 
 def train(
@@ -327,202 +399,4 @@ def train(
     ``restart``: ignore an existing ``last/`` checkpoint and start from scratch.
     ``on_error``: what the data readers do with bad images ("raise" or "skip").
     """
-    started = time.perf_counter()
-    cfg = config.train
-    if cfg.loss not in ("hinge", "infonce"):
-        raise TrainingError(f"unknown loss {cfg.loss!r} (hinge | infonce)")
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    if cfg.cpu_threads > 0:
-        torch.set_num_threads(cfg.cpu_threads)
-    seed_everything(cfg.seed)
-
-    feature_dim = config.model.region_feature_dim
-    # a model with a front end trains on pixels at its input size; one without, on region features
-    image_size = config.model.image_size if config.model.frontend != "none" else None
-    # an openmoji pipeline with no data.path reads the collection built in the cache
-    data = with_default_collection(config.data)
-    train_set = open_image_set(
-        data, config.data.train_split, on_error=on_error, feature_dim=feature_dim, image_size=image_size
-    )
-    val_set = open_image_set(
-        data,
-        config.data.val_split,
-        limit=cfg.val_images,
-        on_error=on_error,
-        feature_dim=feature_dim,
-        image_size=image_size,
-    )
-    pairs = caption_pairs(train_set)
-    batch_size = min(cfg.batch_size, len(pairs))
-    iters_per_epoch = len(pairs) // batch_size  # the ragged tail is dropped: too few negatives
-
-    last_dir, best_dir = out / "last", out / "best"
-    state: dict[str, Any] | None = None
-    if last_dir.exists() and not restart:
-        model, state = _resume(last_dir, config, device)
-        log.info("resuming from %s (epoch %d done)", last_dir, state["epoch"])
-    else:
-        if restart and (out / METRICS_FILE).exists():
-            (out / METRICS_FILE).unlink()
-        model = _build_model(config, device)
-    model.train()
-    save_config(config, out / CONFIG_FILE)
-
-    text_cache = build_text_cache(model, train_set, cfg.text_cache_max_mb, device, progress)
-    optimizer = build_optimizer(model, cfg)
-    schedule = StepWarmupSchedule(iters_per_epoch, cfg.warmup_iters, cfg.lr_step_epochs, cfg.lr_gamma)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    use_amp, amp_dtype, use_scaler = _amp_settings(device, cfg.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-
-    start_epoch, iteration = 0, 0
-    best_rsum, best_epoch, best_metrics = -math.inf, -1, {}
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        configured = dict(vars(schedule))
-        scheduler.load_state_dict(state["scheduler"])
-        # the saved state carries the schedule it ran with; the config's wins, so a resumed
-        # run can be extended or re-timed (train.epochs, lr_step_epochs, lr_gamma)
-        vars(schedule).update(configured)
-        if use_scaler and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
-        best_rsum, best_epoch = float(state["best_rsum"]), int(state["best_epoch"])
-        best_metrics = dict(state.get("best_metrics", {}))
-    resumed_from = start_epoch
-    completed = start_epoch
-
-    metrics_path = out / METRICS_FILE
-    last_metrics: dict[str, Any] = {}
-
-    stale_validations = 0  # validations since the best one (for train.patience)
-    stopped = ""
-
-    def validate(epoch: int) -> dict[str, Any]:
-        nonlocal best_rsum, best_epoch, best_metrics, stale_validations
-        metrics = evaluate_model(model, val_set, protocol="all", batch_size=max(batch_size, 64))
-        is_best = metrics["rsum"] > best_rsum
-        record = {
-            "event": "val",
-            "epoch": epoch,
-            "iteration": iteration,
-            **{k: v for k, v in metrics.items() if k not in ("seconds", "protocol", "folds")},
-            "best": is_best,
-            "elapsed": round(time.perf_counter() - started, 3),
-        }
-        _append_jsonl(metrics_path, record)
-        if is_best:
-            best_rsum, best_epoch, best_metrics = metrics["rsum"], epoch, record
-            _save(
-                model,
-                best_dir,
-                config,
-                {"epoch": epoch, "iteration": iteration, "val": record},
-                None,
-                weights_dtype=cfg.best_dtype,
-            )
-        stale_validations = 0 if is_best else stale_validations + 1
-        return record
-
-    for epoch in range(start_epoch, cfg.epochs):
-        # shuffling and dropout depend on (seed, epoch) only, so a resumed run repeats a fresh one
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(pairs))
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-        bar = tqdm(
-            total=iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="it", disable=not progress
-        )
-        window_loss, window_pairs, window_start = 0.0, 0, time.perf_counter()
-        for step in range(iters_per_epoch):
-            picked = order[step * batch_size : (step + 1) * batch_size]
-            batch = collate(train_set, pairs[picked], model.tokenize, frontend_size(model), text_cache, picked)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            loss = _train_step(
-                model,
-                batch,
-                optimizer,
-                scaler,
-                cfg,
-                amp_dtype if use_amp else None,
-                max_violation=cfg.max_violation and epoch >= cfg.all_negatives_epochs,
-            )
-            if not math.isfinite(loss):
-                raise TrainingError(f"loss is {loss} at epoch {epoch + 1}, iteration {iteration + 1}")
-            scheduler.step()
-            iteration += 1
-
-            window_loss += loss
-            window_pairs += len(batch["input_ids"])
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            if (cfg.log_every and iteration % cfg.log_every == 0) or step == iters_per_epoch - 1:
-                steps = max(1, window_pairs // batch_size)
-                seconds = time.perf_counter() - window_start
-                lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
-                last_metrics = {
-                    "event": "train",
-                    "epoch": epoch + 1,
-                    "iteration": iteration,
-                    "loss": window_loss / steps,
-                    "lr": lrs.get("rest"),
-                    "lr_backbone": lrs.get("text_backbone"),
-                    "pairs_per_s": round(window_pairs / max(seconds, 1e-9), 2),
-                    "elapsed": round(time.perf_counter() - started, 3),
-                }
-                _append_jsonl(metrics_path, last_metrics)
-                window_loss, window_pairs, window_start = 0.0, 0, time.perf_counter()
-            if cfg.val_every and iteration % cfg.val_every == 0 and step != iters_per_epoch - 1:
-                validate(epoch + 1)
-                bar.set_postfix(loss=f"{loss:.3f}", rsum=f"{best_rsum:.1f}")
-        bar.close()
-        record = validate(epoch + 1)
-        log.info(
-            "epoch %d: val rsum %.2f (best %.2f at epoch %d)",
-            epoch + 1,
-            record["rsum"],
-            best_rsum,
-            best_epoch,
-        )
-        training_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if use_scaler else None,
-            "epoch": epoch + 1,
-            "iteration": iteration,
-            "best_rsum": best_rsum,
-            "best_epoch": best_epoch,
-            "best_metrics": best_metrics,
-        }
-        _save(
-            model,
-            last_dir,
-            config,
-            {"epoch": epoch + 1, "iteration": iteration, "val": record},
-            training_state,
-        )
-        completed = epoch + 1
-        elapsed = time.perf_counter() - started
-        epoch_seconds = elapsed / max(1, completed - start_epoch)
-        if cfg.patience and stale_validations >= cfg.patience:
-            stopped = f"validation RSUM did not improve for {stale_validations} validations"
-        elif cfg.max_minutes and completed < cfg.epochs and elapsed + epoch_seconds > cfg.max_minutes * 60:
-            # stop before an epoch that would end past the budget, not after it
-            stopped = f"another epoch would not end within the time budget of {cfg.max_minutes:g} minutes"
-        if stopped:
-            log.info("stopping after epoch %d: %s", completed, stopped)
-            _append_jsonl(metrics_path, {"event": "stop", "epoch": completed, "reason": stopped})
-            break
-
-    return TrainResult(
-        output_dir=out,
-        epochs_completed=completed,
-        iterations=iteration,
-        best_rsum=best_rsum if best_epoch >= 0 else float("nan"),
-        best_epoch=best_epoch,
-        best_metrics=best_metrics,
-        last_metrics=last_metrics,
-        resumed_from_epoch=resumed_from,
-        seconds=round(time.perf_counter() - started, 3),
-        stopped_early=stopped,
-    )
+    return TrainingRun(config, restart=restart, progress=progress, on_error=on_error).run()

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from teran_es.config import PipelineConfig
+from teran_es.errors import TeranError
 from teran_es.surrogate import FirstStageEncoder, cell_encoder, encoder, load_encoder
 
 QUANTIZER_FILE = "quantizer.npz"
@@ -27,8 +28,12 @@ SKIPPED_FILE = "skipped.jsonl"
 _AUTOMATIC_WHEN_ZERO = ("cells", "coarse_cells")
 
 
-class QuantizerMismatchError(ValueError):
+class QuantizerMismatchError(TeranError, ValueError):
     """The pipeline asks for a first stage other than the one the collection was indexed with."""
+
+
+class WorkdirNotFoundError(TeranError, FileNotFoundError):
+    """The pipeline's work directory holds no ingested collection yet (no saved first stage)."""
 
 
 class Artifacts:

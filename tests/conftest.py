@@ -78,8 +78,14 @@ def png_header():
 
 @pytest.fixture(scope="session")
 def tiny_quantizer():
-    """Overrides for the quantizer (and rerank device) the end-to-end tests use with tiny models."""
-    return ("quantizer.gamma=16", "quantizer.doc_gamma=64", "quantizer.sample_size=2000", "search.device=cpu")
+    """Overrides for the quantizer (and the ingest and rerank devices) the end-to-end tests use with tiny models."""
+    return (
+        "quantizer.gamma=16",
+        "quantizer.doc_gamma=64",
+        "quantizer.sample_size=2000",
+        "ingest.device=cpu",
+        "search.device=cpu",
+    )
 
 
 @pytest.fixture(scope="session")

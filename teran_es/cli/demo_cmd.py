@@ -7,6 +7,7 @@ import sys
 import click
 
 from teran_es.cli.common import emit_json, json_option
+from teran_es.errors import TeranError
 
 
 @click.command()
@@ -40,10 +41,13 @@ def demo(collection, queries, k, cache_dir, as_json):
         click.echo(message, err=True)
 
     cache = Path(cache_dir) if cache_dir else None
-    if collection == "openmoji":
-        result = run_openmoji_demo(list(queries) or None, k=k, cache_dir=cache, say=say, progress=not as_json)
-    else:
-        result = run_synthetic_demo(list(queries) or None, k=k, cache_dir=cache, say=say)
+    try:
+        if collection == "openmoji":
+            result = run_openmoji_demo(list(queries) or None, k=k, cache_dir=cache, say=say, progress=not as_json)
+        else:
+            result = run_synthetic_demo(list(queries) or None, k=k, cache_dir=cache, say=say)
+    except TeranError as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         emit_json(result.to_dict())
         return

@@ -8,8 +8,8 @@ import sys
 import click
 
 from teran_es.cli.common import emit_json, json_option
+from teran_es.errors import TeranError
 from teran_es.server import process
-from teran_es.server.errors import LocalServerError
 from teran_es.server.install import ELASTICSEARCH_VERSION
 
 # `status` exit codes follow the LSB convention scripts know from `systemctl status`.
@@ -42,7 +42,7 @@ def start(version: str, port: int, heap: str, timeout: float, as_json: bool) -> 
     """Start the local server (a no-op that prints the URL when it already runs)."""
     try:
         state, started = process.start(version=version, port=port, heap=heap, timeout=timeout, log=_info)
-    except LocalServerError as exc:
+    except TeranError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         emit_json({"started": started, **dataclasses.asdict(state)})
@@ -61,7 +61,7 @@ def stop(timeout: float) -> None:
     """Stop the local server started by `start` (by its recorded pid)."""
     try:
         state = process.stop(timeout=timeout)
-    except LocalServerError as exc:
+    except TeranError as exc:
         raise click.ClickException(str(exc)) from None
     if state is None:
         _info("no local Elasticsearch was running")

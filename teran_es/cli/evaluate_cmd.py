@@ -8,6 +8,8 @@ import dataclasses
 import click
 
 from teran_es.cli.common import emit_json, json_option
+from teran_es.errors import TeranError
+from teran_es.index import BACKENDS
 
 
 @click.command("evaluate")
@@ -54,7 +56,7 @@ from teran_es.cli.common import emit_json, json_option
 )
 @click.option(
     "--backend",
-    type=click.Choice(["embedded", "elasticsearch"]),
+    type=click.Choice(list(BACKENDS)),
     default="embedded",
     show_default=True,
     help="Index backend for --candidates.",
@@ -86,11 +88,10 @@ def evaluate(
 ) -> None:
     """Evaluate the checkpoint CHECKPOINT on a split: image and sentence retrieval R@1/5/10 and RSUM."""
     from teran_es.collections.openmoji import with_default_collection
+    from teran_es.device import resolve_device
     from teran_es.evaluation import chance_recall, evaluate_model
-    from teran_es.features import RecordError, open_image_set
-    from teran_es.index import IndexError_
-    from teran_es.model.checkpoint import CheckpointError, load_checkpoint
-    from teran_es.training import resolve_device
+    from teran_es.features import open_image_set
+    from teran_es.model.checkpoint import load_checkpoint
 
     if threads > 0:
         import torch
@@ -123,7 +124,7 @@ def evaluate(
             from teran_es.search_evaluation import evaluate_search_pipeline
 
             pipeline.index.backend = backend
-            pipeline.search.device = device
+            pipeline.ingest.device = pipeline.search.device = device
             name = f"{str(meta.get('fingerprint', 'model'))[:12]}-{split}-{backend}"
             searched = evaluate_search_pipeline(
                 model,
@@ -133,7 +134,7 @@ def evaluate(
                 candidates=sorted(set(candidates)),
                 progress=not no_progress,
             )
-    except (CheckpointError, RecordError, FileNotFoundError, ValueError, IndexError_) as exc:
+    except (TeranError, FileNotFoundError) as exc:  # FileNotFoundError: data or model files
         raise click.ClickException(str(exc)) from None
     n_images, n_captions = metrics["n_images"] // metrics["folds"], metrics["n_captions"] // metrics["folds"]
     chance = chance_recall(n_images, n_captions, n_captions / max(1, n_images))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from teran_es.cli.common import emit_json, json_option
+from teran_es.errors import TeranError
 
 
 @click.command("import-checkpoint")
@@ -48,7 +49,7 @@ def import_checkpoint(
     as_json: bool,
 ) -> None:
     """Import THEIR_FILE (the authors' .pth; trusted files only) into the checkpoint OURS_DIR."""
-    from teran_es.model.checkpoint import CheckpointError, model_fingerprint, save_checkpoint
+    from teran_es.model.checkpoint import model_fingerprint, save_checkpoint
     from teran_es.model.importer import import_their_checkpoint
 
     try:
@@ -60,7 +61,7 @@ def import_checkpoint(
             reasoning_heads=reasoning_heads,
             strict=not lenient,
         )
-    except CheckpointError as exc:
+    except TeranError as exc:
         raise click.ClickException(str(exc)) from None
     out = save_checkpoint(model, ours_dir, extra={"imported": report.as_dict()})
     payload = {"checkpoint": str(out), "fingerprint": model_fingerprint(model), **report.as_dict()}

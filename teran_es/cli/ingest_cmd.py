@@ -15,6 +15,8 @@ from teran_es.cli.common import (
     pipeline_option,
     set_option,
 )
+from teran_es.errors import TeranError
+from teran_es.index import BACKENDS
 
 
 @click.command()
@@ -22,7 +24,7 @@ from teran_es.cli.common import (
 @pipeline_option
 @set_option
 @click.option("--checkpoint", default=None, help="Trained model directory (overrides the pipeline's).")
-@click.option("--backend", type=click.Choice(["embedded", "elasticsearch"]), default=None, help="Index backend.")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None, help="Index backend.")
 @click.option("--split", default=None, help="Only this split of the source (default: all of it).")
 @click.option("--batch-size", default=64, show_default=True, help="Images encoded per batch.")
 @click.option(
@@ -46,13 +48,9 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     """
     from tqdm import tqdm
 
-    from teran_es.features.extractors import ExtractorError
-    from teran_es.features.sources import UnsupportedSourceError, iter_source_records
-    from teran_es.index import IndexError_
+    from teran_es.features.sources import iter_source_records
     from teran_es.indexer import Ingestor
-    from teran_es.model.checkpoint import CheckpointError
     from teran_es.retry import retry_failed as retry_dead_letters
-    from teran_es.store import StoreError
 
     if retry_failed == (source is not None):
         raise click.UsageError("give a SOURCE to ingest, or --retry-failed (not both)")
@@ -76,15 +74,7 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
         if retry_failed:
             _report_retry(config, retried, as_json)
             return
-    except (
-        UnsupportedSourceError,
-        ExtractorError,
-        FileNotFoundError,
-        ValueError,
-        IndexError_,
-        StoreError,
-        CheckpointError,
-    ) as exc:
+    except (TeranError, FileNotFoundError) as exc:  # FileNotFoundError: source, feature or model files
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         # A full disk or a read-only directory: what was committed stays, and the same command resumes.

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from teran_es.cli.common import emit_json, json_option
+from teran_es.errors import TeranError
 
 cache_dir_option = click.option(
     "--cache-dir",
@@ -48,7 +49,7 @@ def build(size: int, limit: int | None, seed: int, force: bool, cache_dir: str |
         directory = build_openmoji(
             cache_dir=cache_dir, size=size, seed=seed, limit=limit, progress=not as_json, force=force
         )
-    except RuntimeError as exc:
+    except TeranError as exc:
         raise click.ClickException(str(exc)) from None
     _report(directory, read_manifest(directory), as_json)
 
@@ -66,7 +67,7 @@ def info(size: int, limit: int | None, seed: int, cache_dir: str | None, as_json
 
     try:
         directory = collection_dir_for(installed_source().version, cache_dir, size, seed, limit)
-    except RuntimeError as exc:
+    except TeranError as exc:
         raise click.ClickException(str(exc)) from None
     try:
         manifest = read_manifest(directory)

@@ -12,6 +12,8 @@ from teran_es.cli.common import (
     pipeline_option,
     set_option,
 )
+from teran_es.errors import TeranError
+from teran_es.index import BACKENDS
 
 
 @click.command()
@@ -21,16 +23,13 @@ from teran_es.cli.common import (
 @click.option("--checkpoint", default=None, help="Trained model directory (overrides the pipeline's).")
 @click.option("--k", "k", type=int, default=None, help="Hits to return (default: search.k).")
 @click.option("--candidates", type=int, default=None, help="Images recalled from the index and reranked.")
-@click.option("--backend", type=click.Choice(["embedded", "elasticsearch"]), default=None)
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default=None, help="Index backend.")
 @click.option("--exact", is_flag=True, help="Score every image exactly (brute-force scan) instead.")
 @click.option("--device", default=None, help="Rerank device: cpu, cuda, auto.")
 @json_option
 def search(query, pipeline_path, overrides, checkpoint, k, candidates, backend, exact, device, as_json):
     """Search the ingested collection for QUERY."""
-    from teran_es.index import IndexError_
-    from teran_es.model.checkpoint import CheckpointError
     from teran_es.searcher import QueryError, Searcher
-    from teran_es.store import StoreError
 
     config = load_pipeline(pipeline_path, overrides, checkpoint=checkpoint, backend=backend)
     text = " ".join(query)
@@ -42,7 +41,7 @@ def search(query, pipeline_path, overrides, checkpoint, k, candidates, backend, 
             searcher.close()
     except QueryError as exc:
         raise click.UsageError(str(exc)) from None
-    except (FileNotFoundError, ValueError, IndexError_, StoreError, CheckpointError) as exc:
+    except (TeranError, FileNotFoundError) as exc:  # FileNotFoundError: model files
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot read the collection: {os_error_message(exc)}") from None

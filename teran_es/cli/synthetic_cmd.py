@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from teran_es.cli.common import emit_json, json_option
+from teran_es.cli.common import emit_json, json_option, os_error_message
 
 
 @click.command("make-synthetic")
@@ -35,16 +35,19 @@ def make_synthetic(
 
     if min(train_images, val_images, test_images) < 0 or feature_dim < 1:
         raise click.UsageError("image counts must be >= 0 and --feature-dim >= 1")
-    made = make_synthetic_dataset(
-        out,
-        train_images=train_images,
-        val_images=val_images,
-        test_images=test_images,
-        feature_dim=feature_dim,
-        seed=seed,
-        noise=noise,
-        text_backbone=not no_text_backbone,
-    )
+    try:
+        made = make_synthetic_dataset(
+            out,
+            train_images=train_images,
+            val_images=val_images,
+            test_images=test_images,
+            feature_dim=feature_dim,
+            seed=seed,
+            noise=noise,
+            text_backbone=not no_text_backbone,
+        )
+    except OSError as exc:  # OUT cannot be written (a file in the way, no permission, a full disk)
+        raise click.ClickException(f"cannot write the dataset: {os_error_message(exc)}") from None
     payload = {
         "data": str(made.data_path),
         "text_backbone": str(made.text_backbone) if made.text_backbone else None,

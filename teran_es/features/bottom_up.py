@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from teran_es.errors import ConfigError
 from teran_es.features.records import (
     ImageCaptionSet,
     ImageRecord,
@@ -232,7 +233,7 @@ class BottomUpReader:
         if split == "all":
             return list(dict.fromkeys(self.image_order or sorted(self.sizes)))
         if split not in SPLIT_LIST_NAMES:
-            raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLIT_LIST_NAMES)}, all)")
+            raise ConfigError(f"unknown split {split!r} (known: {', '.join(SPLIT_LIST_NAMES)}, all)")
         lists = [self.id_lists_dir / self.id_list_pattern.format(name=n) for n in SPLIT_LIST_NAMES[split]]
         present = [p for p in lists if p.exists()]
         if present:

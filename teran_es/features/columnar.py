@@ -185,11 +185,14 @@ class ColumnarReader:
         self.max_regions = max_regions
         self.captions_per_image = captions_per_image
         for file in self.files:
-            names = set(pq.read_schema(file).names)
-            missing = [c for c in REQUIRED_COLUMNS if c not in names]
+            try:
+                schema = pq.read_schema(file)
+            except pa.ArrowException as exc:  # not Parquet at all, or cut short
+                raise RecordError(str(file), None, f"not a readable Parquet file ({exc})") from None
+            missing = [c for c in REQUIRED_COLUMNS if c not in set(schema.names)]
             if missing:
                 raise RecordError(str(file), None, f"not a teran-es feature file: missing columns {missing}")
-            _check_column_types(file, pq.read_schema(file))
+            _check_column_types(file, schema)
 
     def splits(self) -> dict[str, int]:
         """Rows per split (reads only the ``split`` column)."""
@@ -221,7 +224,10 @@ class ColumnarReader:
             for group in range(parquet.num_row_groups):
                 if split is not None and not _group_may_hold(parquet, group, split_column, split):
                     continue
-                table = parquet.read_row_group(group)
+                try:
+                    table = parquet.read_row_group(group)
+                except pa.ArrowException as exc:  # a damaged data page: the rest of the file is suspect too
+                    raise RecordError(str(file), None, f"cannot read row group {group} ({exc})") from None
                 yield from self._row_loaders(file, table, split)
 
     def _row_loaders(self, file: Path, table: pa.Table, split: str | None) -> Iterator:

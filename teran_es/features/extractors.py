@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from teran_es.config import ExtractorConfig
+from teran_es.errors import TeranError
 from teran_es.features.records import ImageRecord
 
 EXTRACTOR_KINDS = ("none", "grid", "detector")
@@ -31,7 +32,7 @@ _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 
-class ExtractorError(ValueError):
+class ExtractorError(TeranError, ValueError):
     """An extractor that cannot be built: unknown architecture, missing or unfitting weights."""
 
 

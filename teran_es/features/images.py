@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from teran_es.errors import TeranError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 # Larger images are refused rather than decoded: a decompression bomb would exhaust memory.
 MAX_PIXELS = 64_000_000
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(TeranError, ValueError):
     """An image file that cannot be used (missing, empty, truncated, not an image, too large)."""
 
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from teran_es.errors import TeranError
+
 log = logging.getLogger(__name__)
 
 ON_ERROR_CHOICES = ("raise", "skip")
 
 
-class RecordError(ValueError):
+class RecordError(TeranError, ValueError):
     """A feature file or row that is missing, malformed or holds non-finite numbers.
 
     The message always names the file and, when known, the image id.

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from teran_es.errors import TeranError
 from teran_es.features.bottom_up import BottomUpReader
 from teran_es.features.columnar import ColumnarReader
 from teran_es.features.image_table import is_image_collection, iter_collection_images
@@ -15,7 +16,7 @@ from teran_es.features.pixels import ImageFile, iter_folder_images
 from teran_es.features.records import ImageRecord, RecordError
 
 
-class UnsupportedSourceError(ValueError):
+class UnsupportedSourceError(TeranError, ValueError):
     """A source that is neither features teran-es can read nor images it can turn into regions."""
 
 

@@ -1,4 +1,5 @@
-"""The one index protocol that both backends (embedded, Elasticsearch) implement.
+"""The index protocol that both backends (embedded, Elasticsearch) implement: a core the
+library calls (``Index``) and an extension with the rest (``ExtendedIndex``).
 
 An index holds one *surrogate document* per image (or per region): a bag of surrogate
 terms with integer frequencies. A query is either
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from teran_es.errors import TeranError
 from teran_es.surrogate.query import MaxSumQuery
 
 # What ``Index.search`` takes (see the module docstring).
@@ -63,7 +65,7 @@ class AddReport:
     dead_letter_path: str | None = None
 
 
-class IndexError_(RuntimeError):
+class IndexError_(TeranError, RuntimeError):
     """Base of the index errors (named with a trailing underscore to not shadow the builtin)."""
 
 
@@ -81,7 +83,12 @@ class InvalidDocumentError(IndexError_, ValueError):
 
 @runtime_checkable
 class Index(Protocol):
-    """Create-or-open, add, search, get, delete, count, refresh."""
+    """What the library calls on an index: open-time metadata, add, search, lookups, count.
+
+    Ingest adds and checks what is there (``existing_ids``, ``refresh``, ``count``); search
+    searches and fetches what hits show (``search``, ``get_many``). Both backends implement
+    :class:`ExtendedIndex` as well.
+    """
 
     name: str
 
@@ -97,12 +104,6 @@ class Index(Protocol):
         """Top-``k`` documents by the query's score (exact), best first, ties by id."""
         ...
 
-    def search_many(self, queries: Sequence[Query], k: int) -> list[list[IndexHit]]:
-        """``search`` for a batch of queries (one round trip where the backend allows)."""
-        ...
-
-    def get(self, doc_id: str) -> SurrogateDocument | None: ...
-
     def get_many(self, ids: Sequence[str]) -> dict[str, SurrogateDocument]:
         """What hits show (path, caption, metadata; terms left empty) for the ``ids`` that
         exist, in one round trip where the backend allows."""
@@ -112,8 +113,6 @@ class Index(Protocol):
         """The subset of ``ids`` already indexed (for resumable ingest)."""
         ...
 
-    def delete(self, ids: Iterable[str]) -> int: ...
-
     def count(self) -> int: ...
 
     def refresh(self) -> None:
@@ -121,6 +120,25 @@ class Index(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ExtendedIndex(Index, Protocol):
+    """What an index offers beyond the library's needs: batched search (benchmarks), a
+    document with its terms, deletion (maintenance and tests). A new backend may start
+    without these."""
+
+    def search_many(self, queries: Sequence[Query], k: int) -> list[list[IndexHit]]:
+        """``search`` for a batch of queries (one round trip where the backend allows)."""
+        ...
+
+    def get(self, doc_id: str) -> SurrogateDocument | None:
+        """One document with its terms, or None."""
+        ...
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Remove the documents with these ids; returns how many there were."""
+        ...
 
 
 def check_meta(actual: Mapping[str, Any], expected: Mapping[str, Any], where: str) -> None:

@@ -20,6 +20,7 @@ from elasticsearch import Elasticsearch, helpers
 
 import teran_es
 from teran_es.config import ElasticsearchConfig
+from teran_es.errors import ConfigError
 from teran_es.index import es_queries
 from teran_es.index.base import (
     TERMS_FIELD,
@@ -140,7 +141,7 @@ class ElasticIndex:
         check its fingerprints against ``meta``."""
         formulation = formulation or config.query_formulation or es_queries.DEFAULT_FORMULATION
         if formulation not in es_queries.FORMULATIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown query formulation {formulation!r} (known: {', '.join(es_queries.FORMULATIONS)})"
             )
         owns_client = client is None

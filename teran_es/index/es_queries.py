@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from teran_es.errors import ConfigError
 from teran_es.index.base import CELLS_FIELD, TERMS_FIELD, Query, SurrogateDocument
 from teran_es.surrogate.query import MaxSumQuery
 
@@ -86,7 +87,7 @@ def weighted_terms_query(
         return bool_term_query(query, field)
     if formulation == "sparse_vector":
         return sparse_vector_query(query, field)
-    raise ValueError(f"unknown query formulation {formulation!r} (known: {', '.join(FORMULATIONS)})")
+    raise ConfigError(f"unknown query formulation {formulation!r} (known: {', '.join(FORMULATIONS)})")
 
 
 def search_body(
@@ -125,7 +126,7 @@ def msearch_body(
 
 def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     if size < 1:
-        raise ValueError(f"batch size must be at least 1, got {size}")
+        raise ConfigError(f"batch size must be at least 1, got {size}")
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

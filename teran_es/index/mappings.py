@@ -16,11 +16,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from teran_es.errors import TeranError
+
 IMAGE_INDEX = "image-index"
 CURRENT_VERSION = 2
 
 
-class MappingNotFoundError(FileNotFoundError):
+class MappingNotFoundError(TeranError, FileNotFoundError):
     """No definition named ``<name>.v<version>.json`` is shipped with this teran-es."""
 
 

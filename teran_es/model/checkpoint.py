@@ -35,6 +35,7 @@ import transformers
 
 import teran_es
 from teran_es.config import ConfigError, ModelConfig, PipelineConfig, load_config, save_config
+from teran_es.errors import TeranError
 from teran_es.model.teran import TERAN
 from teran_es.model.textual import (
     DEFAULT_BACKBONE_PACKAGE,
@@ -53,7 +54,7 @@ BACKBONE_PREFIX = "textual.backbone."
 WEIGHTS_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TeranError, RuntimeError):
     """A checkpoint that is missing, incomplete, corrupt or made by an incompatible version."""
 
 
@@ -159,7 +160,7 @@ def save_checkpoint(
     ``weights_dtype``: "fp32" or "fp16" for the floating-point tensors written.
     """
     if weights_dtype not in WEIGHTS_DTYPES:
-        raise ValueError(f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
+        raise ConfigError(f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)  # the directory is incomplete until meta.json is back

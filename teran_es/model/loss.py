@@ -1,9 +1,16 @@
 """Losses on a batch's score matrix: the hinge triplet loss (VSE++ style) TERAN trains with,
-and a symmetric InfoNCE alternative."""
+and a symmetric InfoNCE alternative; ``LOSSES`` is the registry ``train.loss`` chooses from."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
+
+from teran_es.config import TrainConfig
+from teran_es.errors import ConfigError
 
 
 def _negatives(scores: torch.Tensor, same_image: torch.Tensor | None) -> torch.Tensor:
@@ -84,3 +91,73 @@ def infonce_loss(
     return torch.nn.functional.cross_entropy(logits, target, reduction="sum") + torch.nn.functional.cross_entropy(
         logits.T, target, reduction="sum"
     )
+
+
+# -- the registry of training losses (train.loss) ---------------------------------------------
+
+
+class BatchLoss(Protocol):
+    """A training loss on a batch's score matrix: ``loss(scores, same_image, max_violation)``.
+
+    scores [B, B] float32 as for :func:`contrastive_loss`; ``same_image`` [B, B] or None;
+    ``max_violation``: hardest negatives only, for the losses that have the choice. Returns a scalar.
+    """
+
+    def __call__(
+        self, scores: torch.Tensor, same_image: torch.Tensor | None, max_violation: bool
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class HingeLoss:
+    """The hinge triplet loss TERAN trains with (``train.margin``)."""
+
+    margin: float
+
+    @classmethod
+    def from_config(cls, train: TrainConfig) -> HingeLoss:
+        """The hinge loss with ``train.margin``."""
+        return cls(train.margin)
+
+    def __call__(self, scores: torch.Tensor, same_image: torch.Tensor | None, max_violation: bool) -> torch.Tensor:
+        return contrastive_loss(scores, margin=self.margin, max_violation=max_violation, same_image=same_image)
+
+
+@dataclass(frozen=True)
+class InfoNCELoss:
+    """Symmetric InfoNCE (``train.temperature``); it weighs every negative, so it ignores
+    ``max_violation``."""
+
+    temperature: float
+
+    @classmethod
+    def from_config(cls, train: TrainConfig) -> InfoNCELoss:
+        """InfoNCE at ``train.temperature`` (refused unless positive: it divides the scores)."""
+        if not train.temperature > 0:
+            raise ConfigError(f"train.temperature must be positive for the infonce loss, got {train.temperature}")
+        return cls(train.temperature)
+
+    def __call__(self, scores: torch.Tensor, same_image: torch.Tensor | None, max_violation: bool) -> torch.Tensor:
+        return infonce_loss(scores, self.temperature, same_image)
+
+
+# train.loss -> constructor from the train settings. Add a line here to add a loss: the config
+# check (config.validate_config) and the training loop read the names from this table.
+LOSSES: dict[str, Callable[[TrainConfig], BatchLoss]] = {
+    "hinge": HingeLoss.from_config,
+    "infonce": InfoNCELoss.from_config,
+}
+
+
+def unknown_loss_message(name: str) -> str:
+    """What a ConfigError says about a ``train.loss`` the registry does not hold."""
+    return f"train.loss: unknown loss {name!r} (known: {', '.join(LOSSES)})"
+
+
+def build_loss(train: TrainConfig) -> BatchLoss:
+    """The loss ``train.loss`` names, built from the train settings; an unknown name is a ConfigError."""
+    try:
+        make = LOSSES[train.loss]
+    except KeyError:
+        raise ConfigError(unknown_loss_message(train.loss)) from None
+    return make(train)

@@ -14,6 +14,7 @@ import transformers
 from torch import nn
 
 from teran_es.config import ModelConfig
+from teran_es.errors import ConfigError
 from teran_es.model.alignment import PADDINGS, SCORE_KINDS, pairwise_scores
 from teran_es.model.grid_cnn import GridRegionEncoder
 from teran_es.model.records import ImageEmbeddings, TextEmbeddings
@@ -50,11 +51,11 @@ class TERAN(nn.Module):
     ):
         super().__init__()
         if config.score not in SCORE_KINDS:
-            raise ValueError(f"unknown score kind {config.score!r} (known: {', '.join(SCORE_KINDS)})")
+            raise ConfigError(f"unknown score kind {config.score!r} (known: {', '.join(SCORE_KINDS)})")
         if config.padding not in PADDINGS:
-            raise ValueError(f"unknown padding {config.padding!r} (known: {', '.join(PADDINGS)})")
+            raise ConfigError(f"unknown padding {config.padding!r} (known: {', '.join(PADDINGS)})")
         if config.frontend not in FRONTENDS:
-            raise ValueError(f"unknown frontend {config.frontend!r} (known: {', '.join(FRONTENDS)})")
+            raise ConfigError(f"unknown frontend {config.frontend!r} (known: {', '.join(FRONTENDS)})")
         if text_backbone is None:
             text_backbone, loaded_tokenizer = load_text_backbone(config.text_backbone)
             tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer

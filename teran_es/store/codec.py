@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from teran_es.errors import ConfigError
+
 DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8")
 
 STORAGE_DTYPE: dict[str, np.dtype] = {
@@ -48,9 +50,9 @@ FP16_MAX = 65504.0
 
 
 def check_dtype(dtype: str) -> str:
-    """Return ``dtype`` if it is a known codec, else raise a ValueError listing the known ones."""
+    """Return ``dtype`` if it is a known codec, else raise a ConfigError listing the known ones."""
     if dtype not in STORAGE_DTYPE:
-        raise ValueError(f"unknown feature store dtype {dtype!r} (known: {', '.join(DTYPES)})")
+        raise ConfigError(f"unknown feature store dtype {dtype!r} (known: {', '.join(DTYPES)})")
     return dtype
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from teran_es.errors import TeranError
 
-class StoreError(Exception):
+
+class StoreError(TeranError):
     """Something is wrong with a feature store on disk (corrupt, locked, unknown format)."""
 
 

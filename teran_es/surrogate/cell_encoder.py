@@ -32,11 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from teran_es.config import QuantizerConfig
+from teran_es.errors import ConfigError
 from teran_es.surrogate import ops
 from teran_es.surrogate.cells import CellCodebook, split_cells
-from teran_es.surrogate.encoder import DocumentBatch, config_from_dict
+from teran_es.surrogate.errors import EncoderFileError, FitError
 from teran_es.surrogate.query import MaxSumQuery
-from teran_es.surrogate.sparse import SparseEncoding
+from teran_es.surrogate.saved import check_fingerprint, config_from_dict, encoder_metadata, write_encoder_file
+from teran_es.surrogate.sparse import DocumentBatch, SparseEncoding
 
 FORMAT = "teran-es/cell-tokens/1"
 # Settings that change the documents (the codebooks or their use); nprobe and probe_beam are
@@ -56,7 +58,7 @@ def auto_cells(n_vectors: int) -> int:
 
 
 def check_cell_config(config: QuantizerConfig) -> None:
-    """Raise ValueError when a cell setting is out of range."""
+    """Raise ConfigError when a cell setting is out of range."""
     problems = []
     if config.cells < 0 or config.cells > MAX_CELLS:
         problems.append(f"cells must be in 0..{MAX_CELLS} (0 = automatic), got {config.cells}")
@@ -77,7 +79,7 @@ def check_cell_config(config: QuantizerConfig) -> None:
     if config.sample_size < 2:
         problems.append(f"sample_size must be >= 2, got {config.sample_size}")
     if problems:
-        raise ValueError("invalid quantizer config: " + "; ".join(problems))
+        raise ConfigError("invalid quantizer config: " + "; ".join(problems))
 
 
 def term_name(codebook: int, cell: int) -> str:
@@ -138,7 +140,7 @@ class CellTokenEncoder:
         n_cells = config.cells or auto_cells(min(n, config.sample_size))
         n_coarse, _ = split_cells(n_cells, config.coarse_cells)
         if min(n, config.sample_size) < 2 * n_coarse:
-            raise ValueError(
+            raise FitError(
                 f"sample: {min(n, config.sample_size)} vectors cannot fit {n_coarse} coarse cells (at least "
                 f"{2 * n_coarse} are needed); ingest more images before the first fit, lower "
                 "quantizer.cells, or raise quantizer.sample_size"
@@ -231,27 +233,15 @@ class CellTokenEncoder:
         return digest.hexdigest()
 
     def metadata(self) -> dict:
-        return {
-            "format": FORMAT,
-            "dim": self.dim,
-            "config": dataclasses.asdict(self.config),
-            "fingerprint": self.fingerprint,
-            "model_fingerprint": self.model_fingerprint,
-            "numpy": np.__version__,
-        }
+        """JSON-able description: format, dim, full config, fingerprint, numpy version."""
+        return encoder_metadata(FORMAT, self)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the codebooks and the JSON metadata to one .npz file (atomically)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         arrays = {}
         for m, book in enumerate(self.codebooks):
             arrays.update({f"coarse{m}": book.coarse, f"fine{m}": book.fine, f"fine_used{m}": book.fine_used})
-        tmp = target.with_name(target.name + ".tmp")
-        with tmp.open("wb") as fh:
-            np.savez(fh, metadata=np.array(json.dumps(self.metadata(), sort_keys=True)), **arrays)
-        tmp.replace(target)
-        return target
+        return write_encoder_file(path, self.metadata(), arrays)
 
     @classmethod
     def from_arrays(cls, data, metadata: dict, where: str) -> CellTokenEncoder:
@@ -262,10 +252,9 @@ class CellTokenEncoder:
                 CellCodebook(data[f"coarse{m}"], data[f"fine{m}"], data[f"fine_used{m}"]) for m in range(config.codebooks)
             ]
         except KeyError as exc:
-            raise ValueError(f"{where}: a codebook is missing ({exc})") from None
+            raise EncoderFileError(f"{where}: a codebook is missing ({exc})") from None
         encoder = cls(config, books, str(metadata.get("model_fingerprint", "")))
-        if encoder.fingerprint != metadata.get("fingerprint"):
-            raise ValueError(f"{where}: fingerprint mismatch; the file was altered or is corrupt")
+        check_fingerprint(encoder.fingerprint, metadata, where)
         return encoder
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from teran_es.errors import ConfigError
 from teran_es.surrogate.kmeans import assign_nearest, kmeans
 
 # Points per fine centroid below which a coarse cell does not run its own k-means: its fine
@@ -39,7 +40,7 @@ def split_cells(n_cells: int, n_coarse: int = 0) -> tuple[int, int]:
         while n_cells % n_coarse:
             n_coarse //= 2
     if n_cells % n_coarse:
-        raise ValueError(f"{n_cells} cells cannot be split into {n_coarse} coarse cells of equal size")
+        raise ConfigError(f"{n_cells} cells cannot be split into {n_coarse} coarse cells of equal size")
     return n_coarse, n_cells // n_coarse
 
 

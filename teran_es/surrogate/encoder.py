@@ -1,4 +1,4 @@
-"""The surrogate-text encoder: fit, encode documents and queries, save/load, fingerprint.
+"""The surrogate-text encoder: encode documents and queries, save/load, fingerprint (fit: scalar_fit.py).
 
 Units and what Q means
 ----------------------
@@ -34,16 +34,24 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from teran_es.config import QuantizerConfig
+from teran_es.errors import ConfigError
 from teran_es.surrogate import ops
-from teran_es.surrogate.sparse import SparseEncoding, all_row_terms, concatenate, dense_to_sparse, row_terms
-from teran_es.surrogate.terms import region_document_id, vocabulary
+from teran_es.surrogate.errors import EncoderFileError
+from teran_es.surrogate.saved import check_fingerprint, config_from_dict, encoder_metadata, write_encoder_file
+from teran_es.surrogate.sparse import (
+    DocumentBatch,
+    SparseEncoding,
+    all_row_terms,
+    concatenate,
+    dense_to_sparse,
+    row_terms,
+)
+from teran_es.surrogate.terms import vocabulary
 
 FORMAT = "teran-es/surrogate-text/1"
 ROLES = ("document", "query")
@@ -58,7 +66,7 @@ _CHUNK_FLOATS = 1 << 22  # about 16 MB of float32 per working array
 
 
 def check_config(config: QuantizerConfig, dim: int) -> None:
-    """Raise ValueError when a setting is out of range for vectors of dimension ``dim``."""
+    """Raise ConfigError when a setting is out of range for vectors of dimension ``dim``."""
     problems = []
     if config.gamma < 1:
         problems.append(f"gamma must be >= 1, got {config.gamma}")
@@ -81,28 +89,7 @@ def check_config(config: QuantizerConfig, dim: int) -> None:
     if dim < 1:
         problems.append(f"dimension must be >= 1, got {dim}")
     if problems:
-        raise ValueError("invalid quantizer config: " + "; ".join(problems))
-
-
-@dataclass(frozen=True)
-class DocumentBatch:
-    """Documents of a batch of images.
-
-    encoding: one row per document (int32 tf). image_rows: int64 [n_docs], the image's row in
-    the input batch. region_slots: int64 [n_docs], the region index for pooling="region",
-    -1 for pooled documents.
-    """
-
-    encoding: SparseEncoding
-    image_rows: np.ndarray
-    region_slots: np.ndarray
-
-    def ids(self, image_ids: Sequence[str]) -> list[str]:
-        """Document ids: the image id, or ``<image_id>#r<slot>`` for region documents."""
-        return [
-            image_ids[row] if slot < 0 else region_document_id(image_ids[row], slot)
-            for row, slot in zip(self.image_rows.tolist(), self.region_slots.tolist(), strict=True)
-        ]
+        raise ConfigError("invalid quantizer config: " + "; ".join(problems))
 
 
 class SurrogateTextEncoder:
@@ -148,49 +135,16 @@ class SurrogateTextEncoder:
         mask: np.ndarray | None = None,
         model_fingerprint: str = "",
     ) -> SurrogateTextEncoder:
-        """Fit mu, R and doc_scale on a sample.
+        """Fit mu, R and doc_scale on a sample (see :func:`.scalar_fit.fit_surrogate_text_encoder`)."""
+        from teran_es.surrogate.scalar_fit import fit_surrogate_text_encoder  # it builds this class
 
-        sample: float [N, D] (vectors; each is one document for the scale calibration) or
-        [N_img, R, D] with optional bool ``mask`` [N_img, R] (images; the scale is calibrated on
-        documents pooled as ``config.pooling`` says). At most ``config.sample_size`` vectors are
-        used (a seeded subsample of rows or images). pooling="sum" needs images, because summed
-        documents have values about R times larger than single vectors.
-        """
-        arr = ops.check_vectors(sample, None, (2, 3), "sample")
-        dim = arr.shape[-1]
-        check_config(config, dim)
-        subsample_rng = np.random.default_rng((config.seed, 1))
-        if arr.ndim == 2:
-            if config.pooling == "sum":
-                raise ValueError(
-                    "sample: pooling='sum' needs an image sample [N_img, R, D] to calibrate doc_scale"
-                )
-            rows = _subsample(arr.shape[0], config.sample_size, subsample_rng)
-            images, image_mask = arr[rows][:, None, :], None
-        else:
-            per_image = max(1, arr.shape[1])
-            rows = _subsample(arr.shape[0], max(1, config.sample_size // per_image), subsample_rng)
-            images, image_mask = arr[rows], ops.check_mask(mask, arr.shape[:2], "mask")[rows]
-        vectors = images.reshape(-1, dim) if image_mask is None else images[image_mask]
-        if vectors.shape[0] < 2:
-            raise ValueError(f"sample: need at least 2 valid vectors to fit, got {vectors.shape[0]}")
-        mean = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
-        rotation = ops.random_rotation(dim, config.seed)
-        probe = cls(config, mean, rotation, doc_scale=1.0)
-        kept = probe._calibration_values(images, image_mask, single_vectors=arr.ndim == 2)
-        if kept.size == 0:
-            raise ValueError(
-                "sample: every kept document value is 0 (constant sample?); cannot calibrate doc_scale"
-            )
-        doc_scale = float(np.quantile(kept, config.scale_quantile))
-        if not np.isfinite(doc_scale):
-            raise ValueError("sample: values too large to calibrate doc_scale")
-        return cls(config, mean, rotation, doc_scale, model_fingerprint)
+        return fit_surrogate_text_encoder(sample, config, mask=mask, model_fingerprint=model_fingerprint)
 
-    def _calibration_values(
+    def kept_document_values(
         self, images: np.ndarray, mask: np.ndarray | None, single_vectors: bool
     ) -> np.ndarray:
-        """float [n]: the positive kept document values of the sample, before quantisation."""
+        """float [n]: the positive kept document values, before quantisation, of images [N, R, D]
+        (+ bool mask [N, R]; ``single_vectors``: one vector each, R = 1): what doc_scale is fitted on."""
         found = []
         for start in range(0, images.shape[0], self._images_per_chunk(images.shape[1])):
             chunk = images[start : start + self._images_per_chunk(images.shape[1])]
@@ -406,40 +360,21 @@ class SurrogateTextEncoder:
     # ----------------------------------------------------------- serialisation
     def metadata(self) -> dict:
         """JSON-able description: format, dim, doc_scale, full config, fingerprint, numpy version."""
-        return {
-            "format": FORMAT,
-            "dim": self.dim,
-            "doc_scale": self.doc_scale,
-            "config": dataclasses.asdict(self.config),
-            "fingerprint": self.fingerprint,
-            "model_fingerprint": self.model_fingerprint,
-            "numpy": np.__version__,
-        }
+        return encoder_metadata(FORMAT, self, doc_scale=self.doc_scale)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write mu, R, doc_scale and the JSON metadata to one .npz file (atomically)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        with tmp.open("wb") as fh:
-            np.savez(
-                fh,
-                mean=self.mean,
-                rotation=self.rotation,
-                doc_scale=np.float64(self.doc_scale),
-                metadata=np.array(json.dumps(self.metadata(), sort_keys=True)),
-            )
-        tmp.replace(target)
-        return target
+        arrays = {"mean": self.mean, "rotation": self.rotation, "doc_scale": np.float64(self.doc_scale)}
+        return write_encoder_file(path, self.metadata(), arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SurrogateTextEncoder:
-        """Read a file written by :meth:`save`; raises ValueError if it is not one or was altered."""
+        """Read a file written by :meth:`save`; raises EncoderFileError if it is not one or was altered."""
         from teran_es.surrogate.loading import load_encoder
 
         encoder = load_encoder(path)
         if not isinstance(encoder, cls):
-            raise ValueError(f"{path}: holds a {type(encoder).__name__}, not a {cls.__name__}")
+            raise EncoderFileError(f"{path}: holds a {type(encoder).__name__}, not a {cls.__name__}")
         return encoder
 
     @classmethod
@@ -448,11 +383,10 @@ class SurrogateTextEncoder:
         try:
             mean, rotation, doc_scale = data["mean"], data["rotation"], float(data["doc_scale"])
         except KeyError as exc:
-            raise ValueError(f"{where}: not a surrogate-text encoder file ({exc})") from None
+            raise EncoderFileError(f"{where}: not a surrogate-text encoder file ({exc})") from None
         config = config_from_dict(metadata.get("config", {}), where)
         encoder = cls(config, mean, rotation, doc_scale, str(metadata.get("model_fingerprint", "")))
-        if encoder.fingerprint != metadata.get("fingerprint"):
-            raise ValueError(f"{where}: fingerprint mismatch; the file was altered or is corrupt")
+        check_fingerprint(encoder.fingerprint, metadata, where)
         return encoder
 
     def __repr__(self) -> str:
@@ -460,19 +394,3 @@ class SurrogateTextEncoder:
             f"SurrogateTextEncoder(dim={self.dim}, pooling={self.config.pooling!r}, gamma={self.gamma}, "
             f"doc_gamma={self.doc_gamma}, Q={self.config.q_factor}, fingerprint={self.fingerprint[:12]})"
         )
-
-
-def _subsample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices of at most ``limit`` of ``n`` rows (all rows when n <= limit)."""
-    if n <= limit:
-        return np.arange(n)
-    return np.sort(rng.choice(n, size=limit, replace=False))
-
-
-def config_from_dict(data: dict, where: str) -> QuantizerConfig:
-    """A QuantizerConfig from a saved file's settings; unknown settings are refused."""
-    known = {f.name for f in dataclasses.fields(QuantizerConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown quantizer settings {unknown} (written by a newer version?)")
-    return QuantizerConfig(**data)

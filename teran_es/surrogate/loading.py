@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 
 from teran_es.config import QuantizerConfig
+from teran_es.errors import ConfigError
 from teran_es.surrogate import cell_encoder, encoder
 from teran_es.surrogate.cell_encoder import CellTokenEncoder
 from teran_es.surrogate.encoder import SurrogateTextEncoder
+from teran_es.surrogate.errors import EncoderFileError
+from teran_es.surrogate.saved import read_encoder_file
 
 KINDS = ("cells", "scalar")
 FirstStageEncoder = CellTokenEncoder | SurrogateTextEncoder
@@ -20,7 +21,7 @@ _BY_FORMAT = {encoder.FORMAT: SurrogateTextEncoder, cell_encoder.FORMAT: CellTok
 
 def check_kind(config: QuantizerConfig) -> None:
     if config.kind not in KINDS:
-        raise ValueError(f"quantizer.kind must be one of {KINDS}, got {config.kind!r}")
+        raise ConfigError(f"quantizer.kind must be one of {KINDS}, got {config.kind!r}")
 
 
 def fit_encoder(
@@ -33,14 +34,11 @@ def fit_encoder(
 
 
 def load_encoder(path: str | os.PathLike[str]) -> FirstStageEncoder:
-    """Read a file either encoder's ``save`` wrote; raises ValueError if it is not one or was altered."""
-    try:
-        with np.load(Path(path), allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-        metadata = json.loads(str(arrays.pop("metadata")))
-    except (KeyError, OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{path}: not a first-stage encoder file ({exc})") from exc
+    """Read a file either encoder's ``save`` wrote; raises EncoderFileError if it is not one or was altered."""
+    arrays, metadata = read_encoder_file(path)
     kind = _BY_FORMAT.get(metadata.get("format"))
     if kind is None:
-        raise ValueError(f"{path}: unsupported format {metadata.get('format')!r} (known: {', '.join(_BY_FORMAT)})")
+        raise EncoderFileError(
+            f"{path}: unsupported format {metadata.get('format')!r} (known: {', '.join(_BY_FORMAT)})"
+        )
     return kind.from_arrays(arrays, metadata, str(path))

@@ -1,4 +1,5 @@
-"""A compact CSR-like container for surrogate-text encodings (numpy only)."""
+"""A compact CSR-like container for surrogate-text encodings (numpy only), and the documents
+of a batch of images that either first stage encodes into one (:class:`DocumentBatch`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from teran_es.surrogate.terms import region_document_id
 
 
 @dataclass(frozen=True)
@@ -101,3 +104,24 @@ def all_row_terms(encoding: SparseEncoding, vocabulary: Sequence[str]) -> list[d
     return [
         dict(zip(names[s:e], values[s:e], strict=True)) for s, e in zip(bounds[:-1], bounds[1:], strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class DocumentBatch:
+    """Documents of a batch of images.
+
+    encoding: one row per document (int32 tf). image_rows: int64 [n_docs], the image's row in
+    the input batch. region_slots: int64 [n_docs], the region index for pooling="region",
+    -1 for pooled documents.
+    """
+
+    encoding: SparseEncoding
+    image_rows: np.ndarray
+    region_slots: np.ndarray
+
+    def ids(self, image_ids: Sequence[str]) -> list[str]:
+        """Document ids: the image id, or ``<image_id>#r<slot>`` for region documents."""
+        return [
+            image_ids[row] if slot < 0 else region_document_id(image_ids[row], slot)
+            for row, slot in zip(self.image_rows.tolist(), self.region_slots.tolist(), strict=True)
+        ]

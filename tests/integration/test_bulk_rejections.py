@@ -236,6 +236,7 @@ def ingest_through_proxy(synthetic_dataset, tiny_pipeline, tmp_path, proxy, es_a
         "quantizer.gamma=16",
         "quantizer.doc_gamma=64",
         "quantizer.sample_size=2000",
+        "ingest.device=cpu",
         "search.device=cpu",
     )
     torch.manual_seed(0)

@@ -68,6 +68,7 @@ def collection(tmp_path_factory):
             "quantizer.doc_gamma=64",
             "quantizer.sample_size=2000",
             "store.shard_size=256",
+            "ingest.device=cpu",
             "search.device=cpu",
             "elasticsearch.bulk_chunk_docs=100",
         ],

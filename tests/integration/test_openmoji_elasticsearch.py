@@ -62,7 +62,7 @@ def openmoji(tmp_path_factory):
     collection = build_openmoji(progress=False)
     model, _, meta = load_checkpoint(CHECKPOINT)
     config = openmoji_demo_config(tmp_path_factory.mktemp("openmoji-demo"), collection, CHECKPOINT)
-    config.search.device = "cpu"
+    config.ingest.device = config.search.device = "cpu"
     test_files = list(iter_collection_images(collection, config.data.test_split))
     # as `teran-es evaluate` and the benchmark read the split: decoded, captions_per_image kept
     test_set = open_image_set(config.data, config.data.test_split, image_size=model.config.image_size)

@@ -33,6 +33,7 @@ def pipelines(synthetic_dataset, tiny_pipeline, tmp_path, es_url, index_name, es
             "quantizer.gamma=16",
             "quantizer.doc_gamma=64",
             "quantizer.sample_size=2000",
+            "ingest.device=cpu",
             "search.device=cpu",
         )
 

@@ -58,3 +58,36 @@ def test_credentials_leave_urls_and_saved_configs(tmp_path):
     config = PipelineConfig()
     config.elasticsearch.url = "https://bob:pw123@es:9200"
     assert load_config(save_config(config, tmp_path / "c.toml")).elasticsearch.url == "https://es:9200"
+
+
+def test_an_unknown_loss_in_a_pipeline_file_is_refused_at_load_with_the_known_names(tmp_path):
+    from teran_es.model.loss import LOSSES
+
+    p = tmp_path / "pipeline.toml"
+    p.write_text('[train]\nloss = "triplet"\nepochs = 2\n')
+    with pytest.raises(ConfigError, match=r"train\.loss: unknown loss 'triplet' \(known: hinge, infonce\)"):
+        load_config(p)
+    assert list(LOSSES) == ["hinge", "infonce"]
+    assert load_config(p, ["train.loss=infonce"]).train.loss == "infonce"  # an override may repair the file
+    with pytest.raises(ConfigError, match="unknown loss 'focal'"):
+        load_config(None, ["train.loss=focal"])
+
+
+def test_the_train_verb_refuses_an_unknown_loss_before_it_reads_any_data(tmp_path):
+    from click.testing import CliRunner
+
+    from teran_es.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["train", "--set", "train.loss=triplet", "--set", f"train.output_dir={tmp_path / 'run'}"]
+    )
+    assert result.exit_code == 2 and "unknown loss 'triplet' (known: hinge, infonce)" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_the_shipped_pipelines_load(tmp_path):
+    from pathlib import Path
+
+    for pipeline in sorted((Path(__file__).resolve().parents[2] / "pipelines").glob("*.toml")):
+        config = load_config(pipeline)
+        assert config.ingest.device and config.search.device

@@ -36,6 +36,7 @@ def collection(synthetic_dataset, tiny_pipeline, tmp_path):
             "quantizer.gamma=16",
             "quantizer.doc_gamma=64",
             "quantizer.sample_size=2000",
+            "ingest.device=cpu",
             "search.device=cpu",
             "search.batch_size=16",
             *[f"quantizer.{k}={v}" for k, v in quantizer.items()],

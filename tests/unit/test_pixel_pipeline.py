@@ -114,6 +114,7 @@ def trained(collection, text_backbone, tmp_path_factory):
             "quantizer.gamma=8",
             "quantizer.doc_gamma=16",
             "quantizer.sample_size=500",
+            "ingest.device=cpu",
             "search.device=cpu",
         ],
     )

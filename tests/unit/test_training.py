@@ -6,16 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from teran_es.training import (
-    StepWarmupSchedule,
-    TrainingError,
-    build_optimizer,
-    build_text_cache,
-    caption_pairs,
-    collate,
-    resolve_device,
-    train,
-)
+from teran_es.training import TrainingError, train
+from teran_es.training_batches import build_text_cache, caption_pairs, collate
+from teran_es.training_step import StepWarmupSchedule, build_optimizer
 
 
 def read_metrics(run_dir):
@@ -27,11 +20,6 @@ def test_schedule_warms_up_then_steps():
     assert [schedule(i) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert schedule(19) == 1.0 and schedule(20) == pytest.approx(0.1) and schedule(40) == pytest.approx(0.01)
     assert StepWarmupSchedule(10, 0, 0, 0.1)(1000) == 1.0
-
-
-def test_device_auto():
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu") == torch.device("cpu")
 
 
 def test_batches_and_parameter_groups(tiny_pipeline):
@@ -81,7 +69,7 @@ def test_text_cache_only_for_a_wholly_frozen_backbone_that_fits(tiny_pipeline):
 
 
 def test_training_with_cached_text_states_equals_running_the_backbone(tiny_pipeline, tmp_path, caplog):
-    caplog.set_level("INFO", logger="teran_es.training")
+    caplog.set_level("INFO", logger="teran_es")  # the training modules log under it
     runs = {}
     for name, budget in (("cached", 64), ("plain", 0)):
         runs[name] = train(

@@ -28,6 +28,7 @@ def ingested(synthetic_dataset, tmp_path_factory, ingest_tiny):
                 "quantizer.gamma=16",
                 "quantizer.doc_gamma=64",
                 "quantizer.sample_size=2000",
+                "ingest.device=cpu",
                 "search.device=cpu",
             ],
         )

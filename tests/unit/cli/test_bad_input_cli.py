@@ -36,6 +36,7 @@ def make_pipeline(tiny_pipeline, tmp_path, *overrides):
         "quantizer.gamma=16",
         "quantizer.doc_gamma=64",
         "quantizer.sample_size=2000",
+        "ingest.device=cpu",
         "search.device=cpu",
         "search.candidates=30",
         *overrides,

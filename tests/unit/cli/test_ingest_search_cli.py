@@ -25,6 +25,7 @@ def setup(synthetic_dataset, tiny_pipeline, tmp_path):
         f"checkpoint={tmp_path / 'ckpt'}",
         "quantizer.gamma=16",
         "quantizer.doc_gamma=64",
+        "ingest.device=cpu",
         "search.device=cpu",
         "search.candidates=30",
     )

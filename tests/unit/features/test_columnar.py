@@ -135,3 +135,11 @@ def test_expected_feature_dim_and_empty_split(tmp_path):
         list(ColumnarReader(tmp_path / "d.parquet", feature_dim=32).iter_records())
     with pytest.raises(RecordError, match="no images in split 'val'"):
         ColumnarReader(tmp_path / "d.parquet").image_set("val")
+
+
+@pytest.mark.parametrize("content", [b"", b"not parquet at all, but long enough to hold a footer"])
+def test_a_file_that_is_not_parquet_is_a_record_error_naming_it(tmp_path, content):
+    path = tmp_path / "features.parquet"
+    path.write_bytes(content)
+    with pytest.raises(RecordError, match="features.parquet: not a readable Parquet file"):
+        ColumnarReader(path)

@@ -127,3 +127,21 @@ def test_global_loss_is_the_loss_of_cosines():
 def test_refuses_non_square_scores():
     with pytest.raises(ValueError, match="square"):
         contrastive_loss(torch.zeros(2, 3))
+
+
+def test_the_registry_builds_each_loss_from_the_train_settings():
+    from teran_es.config import TrainConfig
+    from teran_es.errors import ConfigError
+    from teran_es.model.loss import LOSSES, HingeLoss, InfoNCELoss, build_loss
+
+    scores = torch.randn(6, 6, generator=torch.Generator().manual_seed(0))
+    hinge = build_loss(TrainConfig(loss="hinge", margin=0.3))
+    assert hinge == HingeLoss(0.3) and set(LOSSES) == {"hinge", "infonce"}
+    assert float(hinge(scores, None, False)) == pytest.approx(float(contrastive_loss(scores, 0.3, False)))
+    infonce = build_loss(TrainConfig(loss="infonce", temperature=0.1))
+    assert infonce == InfoNCELoss(0.1)
+    assert float(infonce(scores, None, True)) == pytest.approx(float(infonce_loss(scores, 0.1)))
+    with pytest.raises(ConfigError, match=r"unknown loss 'focal' \(known: hinge, infonce\)"):
+        build_loss(TrainConfig(loss="focal"))
+    with pytest.raises(ConfigError, match="train.temperature must be positive"):
+        build_loss(TrainConfig(loss="infonce", temperature=0.0))
