@@ -41,7 +41,7 @@ from teran_es.model.teran import TERAN
 from teran_es.store import FeatureStore
 from teran_es.surrogate import FirstStageEncoder, fit_encoder
 from teran_es.surrogate.terms import parse_region_document_id, region_document_id
-from teran_es.workdir import Artifacts, WorkdirNotFoundError, index_meta, open_quantizer
+from teran_es.workdir import Artifacts, index_meta, open_quantizer
 
 log = logging.getLogger(__name__)
 

@@ -46,8 +46,8 @@ from teran_es.collections.files import write_atomically
 from teran_es.collections.render import MAX_RENDER_WORKERS, RENDER_FAILED, is_rendered, render_all
 from teran_es.collections.splits import SPLITS, assign_split, stable_sample
 from teran_es.config import DataConfig, default_cache_dir
-from teran_es.features.image_table import MANIFEST_NAME, TABLE_NAME
 from teran_es.errors import ConfigError, DependencyError
+from teran_es.features.image_table import MANIFEST_NAME, TABLE_NAME
 
 log = logging.getLogger(__name__)
 
