@@ -104,7 +104,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     parser.add_argument("--exact-queries", type=int, default=50, help="most queries timed on the exact-scan peer")
     parser.add_argument("--exact-budget-s", type=float, help="stop timing the exact scan after this long (default 60; 10 with --quick)")
-    parser.add_argument("--collection-device", default="auto", help="device of the exact top lists' scan (auto = cuda if present)")
     parser.add_argument("--es-url", default="", help="default: $ELASTICSEARCH_URL, else the local server")
     parser.add_argument("--fresh", action="store_true", help="rebuild stores and indexes instead of reusing them")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -191,14 +190,11 @@ def load_collection(args, n_images: int, fingerprint: str, progress: bool) -> tu
         progress=progress,
     )
     real_s = time.perf_counter() - t
-    device = args.collection_device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     recipe = sc.RegionRecipe(n_images=n_images, seed=args.seed)
     directory = sc.collection_dir(default_cache_dir(), fingerprint, n_images, args.seed)
     t = time.perf_counter()
     collection, done = sc.build_collection(
-        real, recipe, directory, args.queries, model_fingerprint=fingerprint, exact_device=device, progress=progress
+        real, recipe, directory, args.queries, model_fingerprint=fingerprint, progress=progress
     )
     info = {
         "path": str(directory),

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ for ``peers``
 
-from peers import _util, faiss_peer, fast_plaid_peer  # noqa: E402
+from peers import faiss_peer, fast_plaid_peer, mrsw  # noqa: E402
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -77,7 +77,7 @@ def recall_at(found: list[list[int]], truth: list[list[int]], k: int = 10) -> fl
 
 
 def evaluate(regions, queries, truth, ids, latencies, candidates: int) -> dict[str, Any]:
-    reranked = [_util.mrsw_rerank(regions, q, c, 10) for q, c in zip(queries, ids, strict=True)]
+    reranked = [mrsw.mrsw_rerank(regions, q, c, 10) for q, c in zip(queries, ids, strict=True)]
     lat_ms = np.asarray(latencies) * 1000
     return {
         "recall@10_rerank": recall_at(reranked, truth),
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
         }
     t0 = time.perf_counter()
-    truth = _util.mrsw_bruteforce(regions, queries, 10)
+    truth = mrsw.mrsw_bruteforce(regions, queries, 10)
     brute_seconds = time.perf_counter() - t0
     report: dict[str, Any] = {
         "data": data,
