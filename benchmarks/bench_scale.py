@@ -41,7 +41,7 @@ import scale_collection as sc  # noqa: E402
 import scale_peers  # noqa: E402
 import scale_pipeline as sp  # noqa: E402
 import scale_report  # noqa: E402
-from common import RESULTS_DIR, machine_info, write_results  # noqa: E402
+from common import RESULTS_DIR, command_line, machine_info, repo_relative, write_results  # noqa: E402
 
 from teran_es.config import default_cache_dir  # noqa: E402
 from teran_es.index import IndexError_  # noqa: E402
@@ -396,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         name = "scale-quick" if args.quick else f"scale-{n_images}"
         payload = {
             "benchmark": "scale",
-            "command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": command_line(__file__, argv),
             "configuration": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "settings": [s.describe() for s in settings_of(args, n_images)],
             "model": {"checkpoint": args.checkpoint, "fingerprint": fingerprint},
@@ -413,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         payload["total_wall_seconds"] = round(time.perf_counter() - started, 1)
         path = write_results(name, payload, args.out_dir / f"{name}.json")
-        summaries[n_images] = {"path": str(path), "headline": result["headline"], "wall_seconds": result["wall_seconds"]}
+        summaries[n_images] = {"path": repo_relative(path), "headline": result["headline"], "wall_seconds": result["wall_seconds"]}
         if not args.json:
             print(scale_report.table(result))
             print(f"wrote {path} and {', '.join(payload['plots'])}")

@@ -18,7 +18,6 @@ the same pooling scores without sparsification or rounding: the ceiling of each 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from teran_es.config import QuantizerConfig
 from teran_es.surrogate import SparseEncoding, SurrogateTextEncoder, crelu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402  (benchmarks/common.py)
+from common import machine_info, write_results  # noqa: E402  (benchmarks/common.py)
 from peers.mrsw import mrsw_scores  # noqa: E402  (benchmarks/peers/mrsw.py, the MrSw reference)
 
 TOP_K = 10
@@ -283,10 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(args.output)
+    write_results("surrogate", result, args.output)
     print(
         f"\nwrote {args.output} in {result['seconds']} s; target image in exact top-10 for "
         f"{result['data']['target_in_exact_top10']:.0%} of queries"

@@ -28,6 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ for ``peers``
 
+from common import write_results  # noqa: E402  (benchmarks/common.py)
+
 from peers import faiss_peer, fast_plaid_peer, mrsw  # noqa: E402
 
 
@@ -240,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         kind = "scale" if args.collection is not None else "clustered"
         args.out = Path(__file__).resolve().parent.parent / "results" / f"peers-{kind}{n // 1000}k.json"
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"written {args.out}")
+    print(f"written {write_results(args.out.stem, report, args.out)}")
     return 0
 
 
