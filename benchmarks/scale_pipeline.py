@@ -427,7 +427,11 @@ def rerank_batch(collection: ScaleCollection, store: FeatureStore, queries: Sequ
     candidates is read from the store once, then each query scores its own candidates (the same
     lists as ``rerank_one``)."""
     words, mask = padded_query_tensors([collection.query_words[q] for q in queries])
-    ranked = rerank_exact_many(words, mask, store, [[image_id(i) for i in f] for f in found], RERANK_TOP, device="cpu")
+    # One scoring call per query over all its candidates, as a batch is timed to amortise calls.
+    per_call = max(1, max(len(f) for f in found))
+    ranked = rerank_exact_many(
+        words, mask, store, [[image_id(i) for i in f] for f in found], RERANK_TOP, device="cpu", batch_size=per_call
+    )
     return [[index_of(s.id) for s in scored] for scored in ranked]
 
 
