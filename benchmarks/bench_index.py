@@ -38,7 +38,7 @@ from teran_es.index.base import IndexHit, SurrogateDocument
 from teran_es.surrogate.terms import vocabulary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402  (benchmarks/common.py)
+from common import command_from_options, machine_info, write_results  # noqa: E402  (benchmarks/common.py)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index.json"
 # The server caches its store statistics for 10 s (index.store.stats_refresh_interval).
@@ -356,12 +356,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     exact = corpus.exact_scores(range(min(args.verify, args.queries)))
     results: dict[str, Any] = {
         "benchmark": "index",
-        "command": "python benchmarks/bench_index.py "
-        + " ".join(
-            f"--{k.replace('_', '-')} {v}"
-            for k, v in vars(args).items()
-            if k not in ("json_out", "workdir") and v
-        ),
+        "command": command_from_options(__file__, args, skip=("json_out", "workdir")),
         "machine": machine_info(),
         "corpus": {
             "docs": args.docs,
@@ -383,10 +378,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["ratios"] = ratios(results)
         results["top_k_overlap_between_backends"] = overlap_at_k(hits["embedded"], hits["elasticsearch"])
     results["total_seconds"] = round(time.perf_counter() - started, 1)
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+    target = write_results("index", results, args.json_out)
     print(json.dumps({k: v for k, v in results.items() if k not in ("machine", "command")}, indent=2))
-    print(f"wrote {args.json_out}")
+    print(f"wrote {target}")
     return results
 
 

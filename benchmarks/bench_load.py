@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_index import SyntheticSurrogateCorpus  # noqa: E402  (benchmarks/bench_index.py)
-from common import machine_info, write_results  # noqa: E402  (benchmarks/common.py)
+from common import command_from_options, machine_info, write_results  # noqa: E402  (benchmarks/common.py)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 WARMUP_QUERIES = 3
@@ -273,8 +273,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     queries = corpus.query_list()
     results: dict[str, Any] = {
         "benchmark": "load",
-        "command": "python benchmarks/bench_load.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("json_out", "workdir", "quick") and v),
+        "command": command_from_options(__file__, args, skip=("json_out", "workdir", "quick")),
         "settings": {
             "docs": args.docs,
             "terms_per_doc": args.terms_per_doc,

@@ -30,7 +30,7 @@ from teran_es.model.teran import TERAN, count_parameters
 from teran_es.model.textual import load_text_backbone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402  (benchmarks/common.py)
+from common import machine_info, write_results  # noqa: E402  (benchmarks/common.py)
 
 WORDS = "a man woman dog cat red blue car street grass ball riding sitting on the with of in near two small".split()
 
@@ -268,10 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"exact scan of one query, {args.scan_images} images: median {record['median_ms']} ms; "
             f"padded / unpadded {record['padded_over_unpadded']}x"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print("wrote", out)
+    print("wrote", write_results("model", results, Path(args.out)))
     return results
 
 

@@ -41,7 +41,7 @@ import scale_collection as sc  # noqa: E402
 import scale_peers  # noqa: E402
 import scale_pipeline as sp  # noqa: E402
 import scale_report  # noqa: E402
-from common import RESULTS_DIR, machine_info, write_results  # noqa: E402
+from common import RESULTS_DIR, command_line, machine_info, repo_relative, write_results  # noqa: E402
 
 from teran_es.config import default_cache_dir  # noqa: E402
 from teran_es.index import IndexError_  # noqa: E402
@@ -104,7 +104,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     parser.add_argument("--exact-queries", type=int, default=50, help="most queries timed on the exact-scan peer")
     parser.add_argument("--exact-budget-s", type=float, help="stop timing the exact scan after this long (default 60; 10 with --quick)")
-    parser.add_argument("--collection-device", default="auto", help="device of the exact top lists' scan (auto = cuda if present)")
     parser.add_argument("--es-url", default="", help="default: $ELASTICSEARCH_URL, else the local server")
     parser.add_argument("--fresh", action="store_true", help="rebuild stores and indexes instead of reusing them")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -191,14 +190,11 @@ def load_collection(args, n_images: int, fingerprint: str, progress: bool) -> tu
         progress=progress,
     )
     real_s = time.perf_counter() - t
-    device = args.collection_device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     recipe = sc.RegionRecipe(n_images=n_images, seed=args.seed)
     directory = sc.collection_dir(default_cache_dir(), fingerprint, n_images, args.seed)
     t = time.perf_counter()
     collection, done = sc.build_collection(
-        real, recipe, directory, args.queries, model_fingerprint=fingerprint, exact_device=device, progress=progress
+        real, recipe, directory, args.queries, model_fingerprint=fingerprint, progress=progress
     )
     info = {
         "path": str(directory),
@@ -400,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         name = "scale-quick" if args.quick else f"scale-{n_images}"
         payload = {
             "benchmark": "scale",
-            "command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": command_line(__file__, argv),
             "configuration": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "settings": [s.describe() for s in settings_of(args, n_images)],
             "model": {"checkpoint": args.checkpoint, "fingerprint": fingerprint},
@@ -417,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         payload["total_wall_seconds"] = round(time.perf_counter() - started, 1)
         path = write_results(name, payload, args.out_dir / f"{name}.json")
-        summaries[n_images] = {"path": str(path), "headline": result["headline"], "wall_seconds": result["wall_seconds"]}
+        summaries[n_images] = {"path": repo_relative(path), "headline": result["headline"], "wall_seconds": result["wall_seconds"]}
         if not args.json:
             print(scale_report.table(result))
             print(f"wrote {path} and {', '.join(payload['plots'])}")

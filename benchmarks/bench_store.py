@@ -30,7 +30,7 @@ from teran_es.store import FeatureStore
 from teran_es.store.shard import shard_file_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402  (benchmarks/common.py)
+from common import machine_info, write_results  # noqa: E402  (benchmarks/common.py)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "store.json"
 
@@ -216,11 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(dtype, json.dumps(report["dtypes"][dtype]))
         report["parquet_vs_ipc"] = bench_parquet_vs_ipc(data, args, workdir)
         print("parquet vs ipc", json.dumps(report["parquet_vs_ipc"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    tmp_out.replace(args.out)
-    print(f"wrote {args.out}")
+    print(f"wrote {write_results('store', report, args.out)}")
     return report
 
 

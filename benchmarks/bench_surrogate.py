@@ -18,7 +18,6 @@ the same pooling scores without sparsification or rounding: the ceiling of each 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +31,8 @@ from teran_es.config import QuantizerConfig
 from teran_es.surrogate import SparseEncoding, SurrogateTextEncoder, crelu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402  (benchmarks/common.py)
+from common import machine_info, write_results  # noqa: E402  (benchmarks/common.py)
+from peers.mrsw import mrsw_scores  # noqa: E402  (benchmarks/peers/mrsw.py, the MrSw reference)
 
 TOP_K = 10
 
@@ -83,20 +83,6 @@ def make_synthetic(
     function = stop_words[rng.integers(0, n_stop, (n_queries, n_words - n_content))]
     words = noisy(np.concatenate([content, function], axis=1))
     return SyntheticData(regions, words, targets)
-
-
-def exact_mrsw(regions: np.ndarray, words: np.ndarray, queries_per_chunk: int = 16) -> np.ndarray:
-    """float32 [Q, N_img]: MrSw = sum over words of max over regions of <w, r> (brute force)."""
-    n_images, n_regions, dim = regions.shape
-    flat_regions = regions.reshape(-1, dim)
-    scores = np.empty((words.shape[0], n_images), dtype=np.float32)
-    for start in range(0, words.shape[0], queries_per_chunk):
-        chunk = words[start : start + queries_per_chunk]
-        sims = (chunk.reshape(-1, dim) @ flat_regions.T).reshape(
-            chunk.shape[0], chunk.shape[1], n_images, n_regions
-        )
-        scores[start : start + chunk.shape[0]] = sims.max(axis=3).sum(axis=1)
-    return scores
 
 
 def top_k_ids(scores: np.ndarray, k: int) -> np.ndarray:
@@ -280,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     data = make_synthetic(
         args.images, args.regions, args.dim, args.queries, args.words, args.seed, args.noise
     )
-    exact = exact_mrsw(data.regions, data.words)
+    exact = mrsw_scores(data.regions, list(data.words))  # [Q, N_img]
     exact_top = top_k_ids(exact, TOP_K)
     target_rank = (exact > exact[np.arange(len(data.targets)), data.targets][:, None]).sum(axis=1)
     rows = dense_ceiling_rows(data, exact_top, args.fit_images, args.candidates)
@@ -296,10 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(args.output)
+    write_results("surrogate", result, args.output)
     print(
         f"\nwrote {args.output} in {result['seconds']} s; target image in exact top-10 for "
         f"{result['data']['target_in_exact_top10']:.0%} of queries"

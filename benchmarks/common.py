@@ -1,16 +1,26 @@
-"""What every benchmark records next to its numbers: the machine, the libraries, the revision."""
+"""What every benchmark records next to its numbers: the machine, the libraries, the revision,
+the command that ran it; and how its results file is written.
+
+Results files name paths inside the repository relative to its root (``models/openmoji-minilm``,
+``benchmarks/results/scale-quick-latency.png``), so that a file means the same on every checkout;
+paths outside it (the cache, a temporary directory) stay absolute.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
+import sys
 import time
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "benchmarks" / "results"
 
 
 def _cpu_model() -> str:
@@ -74,11 +84,67 @@ def machine_info(**extra: Any) -> dict[str, Any]:
     return info
 
 
+def _script(script_file: str | os.PathLike[str]) -> str:
+    """``python benchmarks/NAME.py``: how a benchmark script is run from the repository root."""
+    return f"python {repo_relative(script_file)}"
+
+
+def command_line(script_file: str | os.PathLike[str], argv: Sequence[str] | None = None) -> str:
+    """The command that ran the benchmark, as typed: ``python benchmarks/NAME.py ARGS``.
+
+    ``script_file`` is the script's ``__file__``; ``argv`` the arguments its ``main`` was given
+    (None: the process's own, ``sys.argv[1:]``). Arguments that are paths inside the repository
+    are written relative to it, as the command runs from the repository root.
+    """
+    args = [relative_paths(a) for a in (sys.argv[1:] if argv is None else argv)]
+    return " ".join([_script(script_file), *args])
+
+
+def command_from_options(
+    script_file: str | os.PathLike[str], options: argparse.Namespace, skip: Collection[str] = ()
+) -> str:
+    """A command that repeats the run with every option spelled out, defaults included:
+    ``python benchmarks/NAME.py --name value ...`` for each option with a value (falsy ones and
+    those in ``skip`` left out)."""
+    spelled = [
+        f"--{name.replace('_', '-')} {relative_paths(value)}"
+        for name, value in vars(options).items()
+        if name not in skip and value
+    ]
+    return " ".join([_script(script_file), *spelled])
+
+
+def repo_relative(path: str | os.PathLike[str]) -> str:
+    """``path`` relative to the repository root (with ``/``) when it lies inside the repository;
+    else absolute (as given when it was)."""
+    absolute = Path(path).resolve()
+    try:
+        return absolute.relative_to(REPO).as_posix()
+    except ValueError:
+        return os.fspath(path) if Path(path).is_absolute() else str(absolute)
+
+
+def relative_paths(value: Any) -> Any:
+    """``value`` (a results payload: dicts, lists, strings, numbers) with every ``Path``, and every
+    string that is an absolute path inside the repository, made repository-relative; anything
+    else as it was."""
+    if isinstance(value, dict):
+        return {key: relative_paths(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [relative_paths(item) for item in value]
+    if isinstance(value, Path):
+        return repo_relative(value)
+    if isinstance(value, str) and value.startswith(os.sep) and "\n" not in value:
+        return repo_relative(value)
+    return value
+
+
 def write_results(name: str, payload: dict[str, Any], path: Path | None = None) -> Path:
-    """Write ``payload`` as ``benchmarks/results/<name>.json`` (atomically) and return the path."""
+    """Write ``payload`` as ``benchmarks/results/<name>.json`` (or ``path``), atomically, with
+    paths inside the repository made relative to it (``relative_paths``); return the path."""
     target = path or RESULTS_DIR / f"{name}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(relative_paths(payload), indent=2, default=str) + "\n")
     tmp.replace(target)
     return target

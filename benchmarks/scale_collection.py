@@ -30,9 +30,10 @@ Queries: a seeded permutation (``default_rng([seed, 2])``) of the test captions 
 least one scored word; the first n_queries of it (so a smaller query count is a prefix of a
 larger one). Their real images are in the collection only as perturbed copies, or not at all.
 
-Exact top lists: a chunked brute-force MrSw scan in float32 over all N images (all queries'
-words in one matrix product per chunk of images, chunk size bounded by ``max_bytes``), with a
-running top-``TOP`` per query merged by a stable sort, so ties go to the lower image index.
+Exact top lists: the benchmarks' numpy MrSw reference (``peers/mrsw.py``), a chunked brute-force
+scan in float32 over all N images (all queries' words in one matrix product per chunk of images,
+chunk size bounded by ``max_bytes``), with a running top-``TOP`` per query merged by a stable
+sort, so ties go to the lower image index.
 
 One directory per (model, N, seed) under ``<cache>/bench/``; manifest.json is written last,
 so a directory without it (an interrupted build) is rebuilt.
@@ -52,6 +53,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from peers.mrsw import DEFAULT_MAX_BYTES, images_per_chunk, mrsw_scores, mrsw_top
 from tqdm.auto import tqdm
 
 FORMAT = "teran-es/bench-scale-collection/1"
@@ -387,65 +389,33 @@ def select_queries(real: RealEmbeddings, n_queries: int, seed: int) -> list[int]
 # --------------------------------------------------------------------- exact scan
 
 
-def mrsw(regions: np.ndarray, words: np.ndarray) -> np.ndarray:
-    """MrSw scores float32 [n] of images regions [n, R, D] for one query's words [W, D]."""
-    sims = np.einsum("nrd,wd->nwr", regions.astype(np.float32), words.astype(np.float32))
-    return sims.max(axis=2).sum(axis=1)
-
-
-@torch.no_grad()
 def exact_scan(
     regions: np.ndarray,
     query_words: Sequence[np.ndarray],
     top: int = TOP,
-    max_bytes: int = 512 * 2**20,
-    device: str | torch.device = "cpu",
+    max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Exact MrSw top lists over all of ``regions`` [N, R, D] for every query (float32).
+    """Exact MrSw top lists over all of ``regions`` [N, R, D] for every query (float32, the
+    benchmarks' numpy reference ``peers.mrsw.mrsw_top``).
 
     Returns (ids int32 [Q, top'], scores float32 [Q, top'], info) with top' = min(top, N), best
     first, ties broken by the lower index. Memory: one [sum W, chunk * R] float32 similarity
     block of at most ``max_bytes`` (at least one image per chunk).
     """
-    n, n_regions, dim = regions.shape
-    dev = torch.device(device)
-    words = torch.from_numpy(np.concatenate([np.asarray(w, np.float32) for w in query_words])).to(dev)
-    owner = torch.repeat_interleave(
-        torch.arange(len(query_words)), torch.tensor([w.shape[0] for w in query_words])
-    ).to(dev)
-    n_queries, n_words = len(query_words), words.shape[0]
-    chunk = max(1, max_bytes // max(1, n_words * n_regions * 4))
-    k = min(top, n)
-    best_scores = torch.empty((n_queries, 0), dtype=torch.float32, device=dev)
-    best_ids = torch.empty((n_queries, 0), dtype=torch.int64, device=dev)
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    n, n_regions, _ = regions.shape
+    n_words = sum(int(w.shape[0]) for w in query_words)
     started = time.perf_counter()
-    try:
-        for lo in tqdm(range(0, n, chunk), desc=f"exact scan {n:,} x {n_queries}", unit="chunk", disable=not progress):
-            hi = min(n, lo + chunk)
-            block = torch.from_numpy(np.asarray(regions[lo:hi], dtype=np.float32)).to(dev)
-            sims = words @ block.reshape(-1, dim).T  # [sum W, c * R]
-            best_region = sims.view(n_words, hi - lo, n_regions).amax(dim=2)  # [sum W, c]
-            scores = torch.zeros(n_queries, hi - lo, dtype=torch.float32, device=dev).index_add_(0, owner, best_region)
-            ids = torch.arange(lo, hi, device=dev).expand(n_queries, -1)
-            merged_scores = torch.cat([best_scores, scores], dim=1)
-            merged_ids = torch.cat([best_ids, ids], dim=1)
-            # Earlier columns hold lower indices, so a stable sort keeps ties in index order.
-            order = torch.sort(merged_scores, dim=1, descending=True, stable=True).indices[:, :k]
-            best_scores = torch.gather(merged_scores, 1, order)
-            best_ids = torch.gather(merged_ids, 1, order)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+    with tqdm(total=n, desc=f"exact scan {n:,} x {len(query_words)}", unit="image", disable=not progress) as bar:
+        ids, scores = mrsw_top(regions, query_words, top, max_bytes=max_bytes, progress=bar.update)
     info = {
         "seconds": round(time.perf_counter() - started, 3),
-        "device": str(dev),
-        "images_per_chunk": int(chunk),
+        "device": "cpu",
+        "images_per_chunk": images_per_chunk(n_words, n_regions, max_bytes),
         "words": int(n_words),
         "max_bytes": int(max_bytes),
     }
-    return best_ids.cpu().numpy().astype(np.int32), best_scores.cpu().numpy().astype(np.float32), info
+    return ids.astype(np.int32), scores.astype(np.float32), info
 
 
 # --------------------------------------------------------------------- statistics
@@ -521,7 +491,7 @@ class ScaleCollection:
         idx = np.asarray(indices, dtype=np.int64)
         order = np.argsort(idx)
         out = np.empty(idx.size, dtype=np.float32)
-        out[order] = mrsw(np.asarray(self.regions[idx[order]]), self.query_words[query])
+        out[order] = mrsw_scores(self.regions[idx[order]], [self.query_words[query]])[0]
         return out
 
     def head(self, n_queries: int) -> ScaleCollection:
@@ -563,8 +533,7 @@ def build_collection(
     n_queries: int,
     *,
     model_fingerprint: str,
-    exact_device: str = "cpu",
-    max_bytes: int = 512 * 2**20,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = True,
 ) -> tuple[ScaleCollection, dict[str, Any]]:
     """The collection at ``directory``: loaded when built with the same recipe and at least
@@ -635,7 +604,7 @@ def build_collection(
 
     chosen = select_queries(real, n_queries, recipe.seed)
     words = [real.query_words[i] for i in chosen]
-    exact_ids, exact_scores, exact_info = exact_scan(regions, words, device=exact_device, max_bytes=max_bytes, progress=progress)
+    exact_ids, exact_scores, exact_info = exact_scan(regions, words, max_bytes=max_bytes, progress=progress)
     seconds["exact_scan"] = exact_info["seconds"]
     np.save(directory / "exact_top.npy", exact_ids)
     np.save(directory / "exact_scores.npy", exact_scores)

@@ -26,8 +26,7 @@ from tqdm.auto import tqdm
 from teran_es.config import ElasticsearchConfig, QuantizerConfig
 from teran_es.index.base import IndexError_, SurrogateDocument
 from teran_es.index.mappings import CURRENT_VERSION
-from teran_es.model.alignment import pairwise_scores
-from teran_es.rerank import rerank_exact
+from teran_es.rerank import rerank_exact, rerank_exact_many
 from teran_es.store import FeatureStore
 from teran_es.surrogate import FirstStageEncoder, fit_encoder, group_region_hits, load_encoder
 from teran_es.surrogate.terms import region_hits_needed
@@ -69,6 +68,17 @@ def index_of(doc_or_image_id: str) -> int:
 def query_tensors(words: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     w = torch.from_numpy(np.ascontiguousarray(words, dtype=np.float32))[None]
     return w, torch.ones(w.shape[:2], dtype=torch.bool)
+
+
+def padded_query_tensors(query_words: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Several queries' words ``[W_q, D]`` as ``(float32 [Q, max W, D], bool mask [Q, max W])``."""
+    width = max(w.shape[0] for w in query_words)
+    words = torch.zeros(len(query_words), width, query_words[0].shape[1], dtype=torch.float32)
+    mask = torch.zeros(len(query_words), width, dtype=torch.bool)
+    for q, w in enumerate(query_words):
+        words[q, : w.shape[0]] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+        mask[q, : w.shape[0]] = True
+    return words, mask
 
 
 def tie_tolerant_recall(collection: ScaleCollection, query: int, found: Sequence[int], k: int) -> float:
@@ -413,22 +423,16 @@ def rerank_one(collection: ScaleCollection, store: FeatureStore, query: int, fou
 
 
 def rerank_batch(collection: ScaleCollection, store: FeatureStore, queries: Sequence[int], found: Sequence[list[int]]) -> list[list[int]]:
-    """The exact rerank of several queries at once: the union of their candidates is read from
-    the store once, then each query scores its own candidates (same scores as rerank_exact)."""
-    union = list(dict.fromkeys(i for f in found for i in f))
-    ids = [image_id(i) for i in union]
-    order = sorted(range(len(ids)), key=store.positions(ids).__getitem__)
-    ids = [ids[i] for i in order]
-    regions, mask = store.get_many(ids)
-    row = {index_of(i): r for r, i in enumerate(ids)}
-    out = []
-    for q, cand in zip(queries, found, strict=True):
-        rows = torch.tensor([row[i] for i in cand], dtype=torch.long)
-        words, wmask = query_tensors(collection.query_words[q])
-        scores = pairwise_scores(regions[rows], mask[rows], words, wmask)[:, 0].tolist()
-        ranked = sorted(range(len(cand)), key=lambda j: (-scores[j], cand[j]))[:RERANK_TOP]
-        out.append([cand[j] for j in ranked])
-    return out
+    """The exact rerank of several queries at once (``rerank_exact_many``): the union of their
+    candidates is read from the store once, then each query scores its own candidates (the same
+    lists as ``rerank_one``)."""
+    words, mask = padded_query_tensors([collection.query_words[q] for q in queries])
+    # One scoring call per query over all its candidates, as a batch is timed to amortise calls.
+    per_call = max(1, max(len(f) for f in found))
+    ranked = rerank_exact_many(
+        words, mask, store, [[image_id(i) for i in f] for f in found], RERANK_TOP, device="cpu", batch_size=per_call
+    )
+    return [[index_of(s.id) for s in scored] for scored in ranked]
 
 
 def recalls(collection: ScaleCollection, queries: Sequence[int], lists: Sequence[list[int]]) -> dict[str, float]:

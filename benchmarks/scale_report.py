@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common import repo_relative
+
 # The targets at 1M images (Elasticsearch, one node, 1 GiB heap; single query, one thread).
 TARGETS = {
     "recall_at_10": 0.95,
@@ -153,7 +155,8 @@ def headline(rows: Sequence[dict[str, Any]], exact: dict[str, Any], n_images: in
 
 
 def plot(rows: Sequence[dict[str, Any]], peers: dict[str, Any], exact: dict[str, Any], title: str, stem: Path) -> list[str]:
-    """recall@10 vs latency and recall@10 vs bytes per image, as ``<stem>-latency.png`` and ``<stem>-bytes.png``."""
+    """recall@10 vs latency and recall@10 vs bytes per image, as ``<stem>-latency.png`` and
+    ``<stem>-bytes.png``; returns their paths, relative to the repository when inside it."""
     import matplotlib
     import matplotlib.ticker
 
@@ -204,7 +207,7 @@ def plot(rows: Sequence[dict[str, Any]], peers: dict[str, Any], exact: dict[str,
         path = stem.with_name(f"{stem.name}-{kind}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
-        written.append(str(path))
+        written.append(repo_relative(path))
     return written
 
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale_collection as sc  # noqa: E402
-from common import RESULTS_DIR, machine_info, write_results  # noqa: E402
+from common import RESULTS_DIR, command_line, machine_info, write_results  # noqa: E402
 
 from teran_es.config import QuantizerConfig, default_cache_dir  # noqa: E402
 from teran_es.surrogate import CellTokenEncoder  # noqa: E402
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   + f"  postings {rows[-1]['postings_per_query_mean']:.0f}", flush=True)
     payload = {
         "benchmark": "sim-first-stage",
-        "command": "python benchmarks/sim_first_stage.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line(__file__, argv),
         "collection": {"images": n, "regions_per_image": r, "queries": collection.n_queries, "path": str(collection.path.relative_to(default_cache_dir())) if collection.path.is_relative_to(default_cache_dir()) else collection.path.name},
         "encoder": {**dataclasses.asdict(encoder.config), "fit_vectors": int(fit_vectors.shape[0]), "fit_seconds": round(fit_s, 1), "assign_seconds": round(assign_s, 1)},
         "distinct_cells_per_image": [round(float(lists[m][1].size / n), 2) for m in range(args.codebooks)],

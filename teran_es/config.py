@@ -171,7 +171,7 @@ class ExtractorConfig:
 @dataclass
 class StoreConfig:
     dtype: str = "fp16"  # fp32 | fp16 | int8
-    shard_size: int = 4096  # images per Parquet shard
+    shard_size: int = 4096  # images per Arrow shard file (docs/feature-store.md)
 
 
 @dataclass

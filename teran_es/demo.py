@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 SYNTHETIC_QUERIES = ["a red cat", "a blue car and a green tree", "a white horse", "boat"]
 OPENMOJI_QUERIES = ["red heart", "a cat that is laughing", "food", "flag of Italy"]
-OPENMOJI_MODEL = "openmoji-minilm"  # the committed checkpoint: models/openmoji-minilm/
+OPENMOJI_MODEL = "openmoji-minilm"  # the committed checkpoint: models/openmoji-minilm/, package data
 OPENMOJI_PIPELINE = "openmoji.toml"  # pipelines/openmoji.toml, shipped as package data
 
 
@@ -118,10 +118,29 @@ def run_synthetic_demo(
 
 
 def committed_openmoji_checkpoint() -> Path | None:
-    """``models/openmoji-minilm`` of the source tree teran-es runs from (an editable install or
-    a checkout), or None when there is none (e.g. installed from a wheel)."""
-    directory = Path(teran_es.__file__).resolve().parent.parent / "models" / OPENMOJI_MODEL
-    return directory if (directory / "meta.json").is_file() else None
+    """The committed model ``models/openmoji-minilm``, or None when this installation has none.
+
+    Looked for in the source tree teran-es runs from (a checkout or an editable install), then
+    as data of the package ``teran_es.models`` (a wheel or any other install). Only read, never
+    written: an installed copy may be read-only.
+    """
+    for directory in _committed_model_candidates(OPENMOJI_MODEL):
+        if (directory / "meta.json").is_file() and (directory / "model.safetensors").is_file():
+            return directory
+    return None
+
+
+def _committed_model_candidates(name: str) -> list[Path]:
+    # The checkout first: a checkout on the path can share the interpreter with an editable
+    # install of another checkout, whose package mapping would otherwise win.
+    candidates = [Path(teran_es.__file__).resolve().parent.parent / "models" / name]
+    try:
+        shipped = importlib.resources.files("teran_es.models") / name
+    except ModuleNotFoundError:  # a checkout that was never installed
+        return candidates
+    if isinstance(shipped, Path):  # an unpacked install; a zipped one has no directory to load from
+        candidates.append(shipped)
+    return candidates
 
 
 def openmoji_pipeline() -> PipelineConfig:

@@ -4,7 +4,8 @@ The same function scores the whole collection when no candidates are given, so t
 brute-force exact scan is a mode of the reranker, not a second implementation. Batches
 are always formed in store order with the same batch size, which makes a rerank over all
 ids compute exactly the numbers the scan computes (bit for bit): the fidelity tests rely
-on that.
+on that. ``rerank_exact_many`` serves several queries, each over its own candidates: it reads
+the union of their candidates once and runs ``rerank_exact`` per query over it.
 """
 
 from __future__ import annotations
@@ -82,6 +83,86 @@ def rerank_exact(
         [ScoredImage(i, float(s)) for i, s in zip(best_ids[q], best_scores[q].tolist(), strict=True)]
         for q in range(n_queries)
     ]
+
+
+def rerank_exact_many(
+    words: torch.Tensor,
+    word_mask: torch.Tensor,
+    store: RegionSource,
+    candidate_ids: Sequence[Sequence[str]],
+    k: int,
+    kind: str = "MrSw",
+    padding: str = "masked",
+    device: str | torch.device | None = "auto",
+    batch_size: int = 256,
+) -> list[list[ScoredImage]]:
+    """Top-``k`` images of each query among that query's own candidates, by the exact score.
+
+    words: float [Q, W, D] word vectors of Q queries (L2-normalised); word_mask: bool [Q, W].
+    candidate_ids: Q sequences of ids, one per query (duplicates ignored; lists may overlap and
+    may be empty). Returns Q lists of ``ScoredImage``, best first, ties broken by id: for every
+    q the same as ``rerank_exact(words[q:q+1], word_mask[q:q+1], store, candidate_ids[q], k)[0]``
+    with the same settings. The union of the candidates is read from the store once.
+    """
+    if len(candidate_ids) != words.shape[0]:
+        raise ValueError(f"{words.shape[0]} queries but {len(candidate_ids)} candidate lists")
+    dev = resolve_device(device)
+    union = list(dict.fromkeys(i for ids in candidate_ids for i in ids))
+    preloaded = _PreloadedRegions(store, union, dev)
+    return [
+        rerank_exact(
+            words[q : q + 1],
+            word_mask[q : q + 1],
+            preloaded,
+            candidate_ids[q],
+            k,
+            kind=kind,
+            padding=padding,
+            device=dev,
+            batch_size=batch_size,
+        )[0]
+        for q in range(words.shape[0])
+    ]
+
+
+class _PreloadedRegions:
+    """The regions of a fixed set of ids, read from a store once, served as a ``RegionSource``.
+
+    ``get_many`` drops the padding columns that no id of the batch needs, as a store pads each
+    batch to that batch's largest region count only: a rerank over this source computes with
+    the very tensors a rerank over the store would.
+    """
+
+    def __init__(self, store: RegionSource, ids: Sequence[str], device: torch.device) -> None:
+        positions = store.positions(ids) if ids else []
+        # Read in storage order, and keep each id's storage position, so that rerank_exact
+        # batches these ids in the order it would batch them from the store.
+        ordered = sorted(range(len(ids)), key=positions.__getitem__)
+        self._ids = [ids[i] for i in ordered]
+        self._position = {ids[i]: positions[i] for i in ordered}
+        self._row = {item_id: row for row, item_id in enumerate(self._ids)}
+        self._device = device
+        if self._ids:
+            self._regions, self._mask = store.get_many(self._ids, device=device)
+        else:
+            self._regions = torch.zeros(0, 0, 0, device=device)
+            self._mask = torch.zeros(0, 0, dtype=torch.bool, device=device)
+
+    def positions(self, ids: Sequence[str]) -> list[int]:
+        return [self._position[i] for i in ids]
+
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    def get_many(
+        self, ids: Sequence[str], device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.tensor([self._row[i] for i in ids], dtype=torch.long, device=self._device)
+        mask = self._mask[rows]
+        used = torch.nonzero(mask.any(dim=0)).flatten()
+        width = int(used[-1]) + 1 if used.numel() else 0
+        target = self._device if device is None else device
+        return self._regions[rows, :width].to(target), mask[:, :width].to(target)
 
 
 def _top_k_with_id_ties(scores: torch.Tensor, ids: Sequence[str], k: int) -> torch.Tensor:

@@ -13,4 +13,6 @@ aggregation) and ``fast_plaid_peer`` (``FastPlaidPeer``: PLAID multi-vector inde
 virtual environment, driven through ``fast_plaid_worker.py``).
 
 The peers return *candidates*; the benchmark reranks them with the exact MrSw score itself.
+``mrsw`` is the benchmarks' one numpy reference for that score (brute force, top lists, rerank);
+``_util`` holds the peers' shared helpers. Both import nothing beyond numpy.
 """

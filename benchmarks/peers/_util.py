@@ -115,33 +115,3 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-
-
-def mrsw_bruteforce(
-    regions: np.ndarray, query_words: list[np.ndarray], k: int, chunk_images: int = 8192
-) -> list[list[int]]:
-    """Exact MrSw top-``k`` over the whole collection (reference for tests and measurements):
-    score(image) = sum over words of max over regions of <word, region>."""
-    n = regions.shape[0]
-    qs = [np.asarray(q, dtype=np.float32) for q in query_words]
-    scores = np.empty((len(qs), n), dtype=np.float32)
-    for start, chunk in iter_chunks(regions, chunk_images):
-        c, r, d = chunk.shape
-        flat = chunk.reshape(c * r, d)
-        for qi, q in enumerate(qs):
-            sims = (q @ flat.T).reshape(len(q), c, r)
-            scores[qi, start : start + c] = sims.max(axis=2).sum(axis=0)
-    ids = np.arange(n)
-    return [top_k(ids, scores[qi], k) for qi in range(len(qs))]
-
-
-def mrsw_rerank(regions: np.ndarray, query: np.ndarray, candidates: list[int], k: int) -> list[int]:
-    """Exact MrSw over ``candidates`` only; the top ``k`` of them, best first."""
-    if not candidates:
-        return []
-    cand = np.asarray(candidates, dtype=np.int64)
-    order = np.argsort(cand)
-    sub = np.asarray(regions[cand[order]], dtype=np.float32)  # sorted reads (memmap friendly)
-    q = np.asarray(query, dtype=np.float32)
-    s = np.einsum("wd,crd->wcr", q, sub).max(axis=2).sum(axis=0)
-    return top_k(cand[order], s, k)

@@ -28,7 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ for ``peers``
 
-from peers import _util, faiss_peer, fast_plaid_peer  # noqa: E402
+from common import write_results  # noqa: E402  (benchmarks/common.py)
+
+from peers import faiss_peer, fast_plaid_peer, mrsw  # noqa: E402
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -77,7 +79,7 @@ def recall_at(found: list[list[int]], truth: list[list[int]], k: int = 10) -> fl
 
 
 def evaluate(regions, queries, truth, ids, latencies, candidates: int) -> dict[str, Any]:
-    reranked = [_util.mrsw_rerank(regions, q, c, 10) for q, c in zip(queries, ids, strict=True)]
+    reranked = [mrsw.mrsw_rerank(regions, q, c, 10) for q, c in zip(queries, ids, strict=True)]
     lat_ms = np.asarray(latencies) * 1000
     return {
         "recall@10_rerank": recall_at(reranked, truth),
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
         }
     t0 = time.perf_counter()
-    truth = _util.mrsw_bruteforce(regions, queries, 10)
+    truth = mrsw.mrsw_bruteforce(regions, queries, 10)
     brute_seconds = time.perf_counter() - t0
     report: dict[str, Any] = {
         "data": data,
@@ -240,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None:
         kind = "scale" if args.collection is not None else "clustered"
         args.out = Path(__file__).resolve().parent.parent / "results" / f"peers-{kind}{n // 1000}k.json"
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"written {args.out}")
+    print(f"written {write_results(args.out.stem, report, args.out)}")
     return 0
 
 

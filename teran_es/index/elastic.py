@@ -1,102 +1,44 @@
-"""The Elasticsearch backend: the only module of teran-es that imports ``elasticsearch``.
+"""The Elasticsearch backend: ``ElasticIndex``, the ``Index`` over one Elasticsearch index.
 
-Request bodies come from ``es_queries`` (pure), the index definition from ``mappings/``,
-the server address and credentials from ``connection``. Every client error is translated
-into an ``IndexError_`` subclass whose message says what to do.
+This module opens the index and searches and reads it; connecting, the server check, index
+creation and error translation are ``elastic_server.py``, bulk writes with retries and
+dead letters ``elastic_bulk.py``. These three are the only modules of teran-es that import
+``elasticsearch``. Request bodies come from ``es_queries`` (pure), the index definition from
+``mappings/``, the server address and credentials from ``connection``. Every client error is
+translated into an ``IndexError_`` subclass whose message says what to do.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import json
-import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import elasticsearch
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import Elasticsearch
 
-import teran_es
 from teran_es.config import ElasticsearchConfig
 from teran_es.errors import ConfigError
 from teran_es.index import es_queries
-from teran_es.index.base import (
-    TERMS_FIELD,
-    AddReport,
-    IndexError_,
-    IndexHit,
-    IndexMismatchError,
-    IndexUnavailableError,
-    InvalidDocumentError,
-    Query,
-    SurrogateDocument,
-    check_meta,
-)
+from teran_es.index.base import AddReport, IndexError_, IndexHit, Query, SurrogateDocument
 from teran_es.index.connection import resolve_connection
-from teran_es.index.mappings import CURRENT_VERSION, IMAGE_INDEX, load_mapping
-from teran_es.index.terms import validate_document, validate_query
+from teran_es.index.elastic_bulk import bulk_delete, bulk_index
+from teran_es.index.elastic_server import (
+    CLIENT_VERSION,
+    DocumentNotFound,
+    check_server,
+    create_or_open,
+    error_summary,
+    server_version_of,
+    translated_errors,
+)
+from teran_es.index.terms import validate_query
 
-logger = logging.getLogger(__name__)
+# Re-exported: the names callers (benchmarks, tests) know this backend by.
+__all__ = ["CLIENT_VERSION", "MGET_BATCH", "ElasticIndex", "server_version_of", "translated_errors"]
 
-CLIENT_VERSION: str = elasticsearch.__versionstr__
-# Ids per mget request in ``existing_ids``.
+# Ids per mget request in ``existing_ids`` and ``get_many``.
 MGET_BATCH = 1000
-# Statuses the client's transport retries on its own for bulk requests: its default without 429
-# (Too Many Requests), which ``streaming_bulk`` retries with backoff instead.
-TRANSPORT_RETRY_STATUSES = (502, 503, 504)
-
-
-def _major(version: str) -> int:
-    return int(version.split(".")[0])
-
-
-def _error_summary(body: Any) -> str:
-    """``type: reason`` of an Elasticsearch error body (a bulk item error or a request error)."""
-    error = body.get("error", body) if isinstance(body, Mapping) else body
-    if isinstance(error, Mapping):
-        kind = error.get("type", "error")
-        reason = error.get("reason", "")
-        caused = error.get("caused_by")
-        if isinstance(caused, Mapping) and caused.get("reason"):
-            reason = f"{reason} (caused by {caused.get('type')}: {caused.get('reason')})"
-        return f"{kind}: {reason}"
-    return str(error)
-
-
-class _DeadLetterFile:
-    """Rejected documents, one JSON line each, appended as they come (never held in memory).
-    Opened on the first rejection, so a clean ingest leaves no file behind."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.count = 0
-        self._fh: IO[str] | None = None
-
-    def write(
-        self, doc_id: str, error: str, document: SurrogateDocument | None, status: int | None = None
-    ) -> None:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8")
-        record: dict[str, Any] = {"id": doc_id, "error": error}
-        if status is not None:
-            record["status"] = status
-        if document is not None:
-            record["document"] = {
-                "terms": dict(document.terms),
-                "path": document.path,
-                "caption": document.caption,
-                "metadata": dict(document.metadata),
-            }
-        self._fh.write(json.dumps(record, default=str) + "\n")
-        self.count += 1
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 class ElasticIndex:
@@ -152,8 +94,8 @@ class ElasticIndex:
         else:
             where = "the given Elasticsearch client"
         try:
-            version = _check_server(client, where)
-            recorded = _create_or_open(client, name, config, meta, create, where)
+            version = check_server(client, where)
+            recorded = create_or_open(client, name, config, meta, create, where)
         except BaseException:
             if owns_client:
                 client.close()
@@ -169,86 +111,10 @@ class ElasticIndex:
         return dict(self._meta)
 
     def add(self, docs: Iterable[SurrogateDocument]) -> AddReport:
-        """Stream documents through ``helpers.streaming_bulk``.
-
-        Invalid documents and items the server rejects go to the dead-letter file. A lost
-        connection raises ``IndexUnavailableError`` after counting what was acknowledged:
-        acknowledged documents stay indexed, and ids are stable, so re-running the same
-        ingest is safe and completes it.
-        """
-        report = AddReport()
-        dead = _DeadLetterFile(self.dead_letter_path)
-        # Documents sent whose outcome is not yet known: at most about one chunk.
-        in_flight: dict[str, collections.deque[SurrogateDocument]] = {}
-        rejected_kinds: collections.Counter[str] = collections.Counter()
-
-        def actions() -> Iterator[dict[str, Any]]:
-            for doc in docs:
-                try:
-                    validate_document(doc)
-                except InvalidDocumentError as exc:
-                    dead.write(doc.id, str(exc), doc)
-                    report.failed += 1
-                    rejected_kinds["invalid_document"] += 1
-                    continue
-                in_flight.setdefault(doc.id, collections.deque()).append(doc)
-                yield es_queries.index_action(self.name, doc)
-
-        def settle(doc_id: str) -> SurrogateDocument | None:
-            queue = in_flight.get(doc_id)
-            if not queue:
-                return None
-            doc = queue.popleft()
-            if not queue:
-                del in_flight[doc_id]
-            return doc
-
-        try:
-            with self._translated("indexing documents"):
-                for ok, item in helpers.streaming_bulk(
-                    # 429 is retried by the helper only, after its capped backoff: the transport
-                    # would otherwise resend a rejected bulk request at once, three more times.
-                    self._client.options(retry_on_status=TRANSPORT_RETRY_STATUSES),
-                    actions(),
-                    chunk_size=self._config.bulk_chunk_docs,
-                    max_chunk_bytes=self._config.bulk_chunk_bytes,
-                    max_retries=self._config.bulk_max_retries,
-                    initial_backoff=self._config.bulk_initial_backoff,
-                    max_backoff=self._config.bulk_max_backoff,
-                    raise_on_error=False,
-                    # Transport failures are not the documents' fault: raise, do not dead-letter.
-                    raise_on_exception=True,
-                ):
-                    info = next(iter(item.values()))
-                    doc = settle(info.get("_id"))
-                    if ok:
-                        report.indexed += 1
-                    else:
-                        report.failed += 1
-                        summary = _error_summary(info)
-                        rejected_kinds[summary.split(":", 1)[0]] += 1
-                        dead.write(
-                            info.get("_id") or (doc.id if doc else "?"), summary, doc, info.get("status")
-                        )
-        except IndexError_ as exc:
-            # Keep the kind of failure (unavailable, refused), add what the caller needs to resume.
-            pending = sum(len(q) for q in in_flight.values())
-            raise type(exc)(
-                f"{exc} -- {report.indexed} documents were acknowledged and stay indexed; {pending} were in "
-                "flight without an answer. Re-run the same ingest once the server is back: document ids are "
-                "stable, so documents sent again replace themselves."
-            ) from exc.__cause__
-        finally:
-            dead.close()
-        if dead.count:
-            report.dead_letter_path = str(dead.path)
-            logger.warning(
-                "%d documents rejected (%s); written to %s",
-                dead.count,
-                ", ".join(f"{kind} x{n}" for kind, n in rejected_kinds.most_common()),
-                dead.path,
-            )
-        return report
+        """Stream documents in bulk (``elastic_bulk.bulk_index``): invalid or rejected ones go to
+        the dead-letter file; a lost connection raises after counting what was acknowledged,
+        and re-running the same ingest completes it (ids are stable)."""
+        return bulk_index(self._client, self.name, docs, self._config, self.dead_letter_path, self._where)
 
     def search(self, query: Query, k: int) -> list[IndexHit]:
         validate_query(query)
@@ -274,7 +140,7 @@ class ElasticIndex:
                 if "error" in answer:
                     raise IndexError_(
                         f"Elasticsearch failed query {len(results) + position} of the batch on {self._where}: "
-                        f"{_error_summary(answer)}"
+                        f"{error_summary(answer)}"
                     )
                 results.append(_hits(answer["hits"]["hits"]))
         return results
@@ -284,7 +150,7 @@ class ElasticIndex:
             with self._translated("reading a document"):
                 # The server keeps vectors out of _source; ask for them back.
                 response = self._client.get(index=self.name, id=doc_id, source_exclude_vectors=False)
-        except _DocumentNotFound:
+        except DocumentNotFound:
             return None
         return es_queries.document_from_source(response["_id"], response["_source"])
 
@@ -310,23 +176,7 @@ class ElasticIndex:
         return found
 
     def delete(self, ids: Iterable[str]) -> int:
-        deleted = 0
-        with self._translated("deleting documents"):
-            for _ok, item in helpers.streaming_bulk(
-                self._client,
-                es_queries.delete_actions(self.name, ids),
-                chunk_size=self._config.bulk_chunk_docs,
-                max_retries=self._config.bulk_max_retries,
-                initial_backoff=self._config.bulk_initial_backoff,
-                max_backoff=self._config.bulk_max_backoff,
-                raise_on_error=False,
-            ):
-                info = item["delete"]
-                if info.get("result") == "deleted":
-                    deleted += 1
-                elif info.get("status") != 404:  # 404: the id was not there, which is fine
-                    raise IndexError_(f"could not delete {info.get('_id')!r}: {_error_summary(info)}")
-        return deleted
+        return bulk_delete(self._client, self.name, ids, self._config, self._where)
 
     def count(self) -> int:
         with self._translated("counting documents"):
@@ -387,156 +237,8 @@ class ElasticIndex:
         return f"ElasticIndex(name={self.name!r}, server={self._where!r}, formulation={self.formulation!r})"
 
 
-class _DocumentNotFound(IndexError_):
-    """Internal: ``get`` of an id that is not in the (existing) index."""
-
-
-@contextlib.contextmanager
-def translated_errors(action: str, where: str, index: str | None = None) -> Iterator[None]:
-    """Turn client exceptions into ``IndexError_`` subclasses with an actionable message."""
-    try:
-        yield
-    except IndexError_:
-        raise
-    except elasticsearch.NotFoundError as exc:
-        if isinstance(exc.body, Mapping) and exc.body.get("found") is False:
-            raise _DocumentNotFound(str(exc)) from None
-        raise IndexUnavailableError(
-            f"Elasticsearch index {index!r} does not exist on {where} ({_error_summary(exc.body)}); "
-            "create it by ingesting, or check the index name"
-        ) from exc
-    except elasticsearch.AuthenticationException as exc:
-        raise IndexUnavailableError(
-            f"Elasticsearch at {where} refused the credentials while {action}: authentication failed (401). "
-            "Set ELASTICSEARCH_API_KEY, or ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD, to valid credentials."
-        ) from exc
-    except elasticsearch.AuthorizationException as exc:
-        raise IndexUnavailableError(
-            f"the credentials for {where} may not do this: {action} on index {index!r} (403: "
-            f"{_error_summary(exc.body)}). Grant the role read/write/manage on the index."
-        ) from exc
-    except elasticsearch.UnsupportedProductError as exc:
-        raise IndexUnavailableError(f"the server at {where} is not Elasticsearch: {exc}") from exc
-    except elasticsearch.ApiError as exc:
-        hint = ""
-        if exc.status_code == 413:
-            hint = " Lower elasticsearch.bulk_chunk_bytes."
-        elif exc.status_code == 429:
-            hint = " The server is overloaded; retry later or lower the ingest rate."
-        raise IndexError_(
-            f"Elasticsearch at {where} refused {action} ({exc.status_code} {_error_summary(exc.body)}).{hint}"
-        ) from exc
-    except elasticsearch.ConnectionTimeout as exc:
-        raise IndexUnavailableError(
-            f"Elasticsearch at {where} did not answer in time while {action}. Is it overloaded? "
-            "Raise elasticsearch.request_timeout if it is just slow."
-        ) from exc
-    except elasticsearch.SSLError as exc:
-        raise IndexUnavailableError(
-            f"TLS failed talking to {where}: {exc.message}. Point ELASTICSEARCH_CA_CERTS (or elasticsearch.ca_certs) "
-            "at the cluster's CA certificate."
-        ) from exc
-    except elasticsearch.ConnectionError as exc:
-        raise IndexUnavailableError(
-            f"cannot reach Elasticsearch at {where} while {action}: {exc.message}. Start the local one with "
-            "`teran-es elasticsearch start`, or set ELASTICSEARCH_URL to a running cluster."
-        ) from exc
-    except elasticsearch.TransportError as exc:
-        raise IndexUnavailableError(
-            f"talking to Elasticsearch at {where} failed while {action}: {exc}"
-        ) from exc
-
-
 def _hits(raw: Sequence[Mapping[str, Any]]) -> list[IndexHit]:
     # Elasticsearch breaks score ties by internal document number; the protocol breaks them by id.
     hits = [IndexHit(id=h["fields"][es_queries.ID_FIELD][0], score=float(h["_score"])) for h in raw]
     hits.sort(key=lambda h: (-h.score, h.id))
     return hits
-
-
-def server_version_of(client: Elasticsearch) -> str:
-    """The server's version: ``GET /``, or the local node's info where ``/`` is not served
-    (the minimal integ-test distribution answers ``GET /`` with 405)."""
-    try:
-        return str(client.info()["version"]["number"])
-    except elasticsearch.ApiError as exc:
-        if exc.status_code not in (404, 405):
-            raise
-    nodes = client.nodes.info(node_id="_local", filter_path="nodes.*.version")["nodes"]
-    return str(next(iter(nodes.values()))["version"])
-
-
-def _check_server(client: Elasticsearch, where: str) -> str:
-    """The server's version, after checking it answers and shares the client's major version."""
-    try:
-        with translated_errors("checking the server", where):
-            version = server_version_of(client)
-    except IndexError_ as exc:
-        cause = exc.__cause__
-        if isinstance(cause, elasticsearch.ApiError) and "media_type_header_exception" in str(cause.body):
-            # An older server rejects the client's "compatible-with=<major>" header.
-            raise IndexUnavailableError(
-                f"the server at {where} is older than Elasticsearch {_major(CLIENT_VERSION)}.x, which this "
-                f"client ({CLIENT_VERSION}) needs. Use a {_major(CLIENT_VERSION)}.x cluster, or "
-                "`teran-es elasticsearch start`."
-            ) from cause
-        if isinstance(exc, IndexUnavailableError):
-            raise
-        raise IndexUnavailableError(f"{exc} Is the URL that of an Elasticsearch server?") from cause
-    if _major(version) != _major(CLIENT_VERSION):
-        raise IndexUnavailableError(
-            f"the server at {where} runs Elasticsearch {version}, but this teran-es uses the {CLIENT_VERSION} "
-            f"client: the major versions must match. Use a {_major(CLIENT_VERSION)}.x cluster (e.g. "
-            "`teran-es elasticsearch start`), or install the matching `elasticsearch` Python package."
-        )
-    return version
-
-
-def _create_or_open(
-    client: Elasticsearch,
-    name: str,
-    config: ElasticsearchConfig,
-    meta: Mapping[str, Any] | None,
-    create: bool,
-    where: str,
-) -> dict[str, Any]:
-    """Create the index from the shipped mapping, or open and check an existing one. Returns its ``_meta``."""
-    with translated_errors("opening the index", where, name):
-        exists = bool(client.indices.exists(index=name))
-        if not exists:
-            if not create:
-                raise IndexUnavailableError(
-                    f"Elasticsearch index {name!r} does not exist on {where}; ingest first"
-                )
-            definition = es_queries.index_definition(
-                load_mapping(IMAGE_INDEX, CURRENT_VERSION),
-                {**dict(meta or {}), "created_by": f"teran-es {teran_es.__version__}"},
-                shards=config.shards,
-                replicas=config.replicas,
-            )
-            try:
-                client.indices.create(
-                    index=name, settings=definition["settings"], mappings=definition["mappings"]
-                )
-                client.cluster.health(index=name, wait_for_status="yellow", timeout="30s")
-            except elasticsearch.BadRequestError as exc:
-                if "resource_already_exists_exception" not in str(exc.body):
-                    raise
-                # Another process created it first: open it like any existing index.
-        mapping = client.indices.get_mapping(index=name)
-    body = mapping[name]["mappings"] if name in mapping else next(iter(mapping.values()))["mappings"]
-    recorded = dict(body.get("_meta") or {})
-    target = f"Elasticsearch index {name!r} on {where}"
-    field_type = body.get("properties", {}).get(TERMS_FIELD, {}).get("type")
-    if field_type != "sparse_vector" or recorded.get("mapping") != IMAGE_INDEX:
-        raise IndexMismatchError(
-            f"{target} is not a teran-es image index (its {TERMS_FIELD!r} field is {field_type!r}); "
-            "choose another index name, or delete that index"
-        )
-    if int(recorded.get("mapping_version", 0)) > CURRENT_VERSION:
-        raise IndexMismatchError(
-            f"{target} uses mapping version {recorded.get('mapping_version')}, newer than this teran-es knows "
-            f"({CURRENT_VERSION}); upgrade teran-es"
-        )
-    check_meta(recorded, meta or {}, target)
-    return recorded

@@ -1,25 +1,14 @@
 """The embedded backend: an in-process inverted index persisted on disk, no server.
 
-Layout of an index directory::
+An index is a directory of immutable segments, tombstones and a manifest that names them
+(``embedded_files.py``: the format, and why a crash leaves the old or the new state, never a
+half-written one); scoring is ``embedded_scoring.py``. This module is the ``Index`` itself:
+opening (one writer at a time, a file lock; stray temporaries removed), buffering documents
+into segments, merging, deleting, searching and reading back.
 
-    manifest.json            format version, name, metadata, live segments, tombstones
-    seg-000001/              one immutable segment per flush
-        terms.json           the segment's vocabulary (sorted)
-        term_offsets.npy     int64 [V+1]   postings of term t: post_*[off[t]:off[t+1]]
-        post_docs.npy        int32 [P]     segment-local document numbers
-        post_tfs.npy         uint16 [P]    term frequencies (1..512)
-        doc_offsets.npy      int64 [N+1]   forward view, for ``get``
-        doc_terms.npy        int32 [P]     vocabulary positions
-        doc_tfs.npy          uint16 [P]
-        stored.json          [{id, path, caption, metadata}] in document-number order
-    tomb-<segment>-<gen>.npy int32         deleted document numbers of one segment
-
-Segments are written to a temporary directory and renamed; the manifest is replaced
-atomically afterwards. A crash therefore leaves either the old or the new state, never a
-half-written one; stray temporaries are removed on the next open. Replacing a document
-(same id) tombstones the old copy, so re-ingesting is idempotent. Scoring is the exact
-dot product sum_t tf * weight over the query's terms, the same as the Elasticsearch
-mapping; ties are broken by id.
+Replacing a document (same id) tombstones the old copy, so re-ingesting is idempotent.
+Scoring is the exact dot product sum_t tf * weight over the query's terms (or the max-sum of a
+``MaxSumQuery``), the same as the Elasticsearch mapping; ties are broken by id.
 """
 
 from __future__ import annotations
@@ -29,14 +18,10 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from teran_es.index.base import (
-    TERMS_FIELD,
     AddReport,
     IndexError_,
     IndexHit,
@@ -45,45 +30,26 @@ from teran_es.index.base import (
     SurrogateDocument,
     check_meta,
 )
+from teran_es.index.embedded_files import (
+    FORMAT_VERSION,
+    MANIFEST,
+    Segment,
+    atomic_write_json,
+    document,
+    merge_segments,
+    new_manifest,
+    read_segment,
+    segment_name,
+    write_segment,
+    write_tombstone,
+)
+from teran_es.index.embedded_scoring import segment_candidates
 from teran_es.index.terms import validate_document, validate_query
-from teran_es.surrogate.query import MaxSumQuery
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 DEAD_LETTER = "dead-letter.jsonl"
 # Documents buffered before a segment is written, and the segment count that triggers a merge.
 DEFAULT_SEGMENT_DOCS = 50_000
 MAX_SEGMENTS = 8
-
-
-@dataclass
-class _Segment:
-    """A read view of one segment (arrays memory-mapped)."""
-
-    name: str
-    terms: dict[str, int]
-    term_offsets: np.ndarray
-    post_docs: np.ndarray
-    post_tfs: np.ndarray
-    doc_offsets: np.ndarray
-    doc_terms: np.ndarray
-    doc_tfs: np.ndarray
-    vocab: list[str]
-    stored: list[dict[str, Any]]
-    deleted: np.ndarray  # bool [N]
-
-    @property
-    def n_docs(self) -> int:
-        return len(self.stored)
-
-
-def _atomic_write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 def _append_dead_letter(path: Path, doc: SurrogateDocument, reason: str) -> None:
@@ -95,166 +61,6 @@ def _append_dead_letter(path: Path, doc: SurrogateDocument, reason: str) -> None
     }
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, default=str) + "\n")
-
-
-def _write_segment(directory: Path, name: str, docs: Sequence[SurrogateDocument]) -> None:
-    """Write ``docs`` as an immutable segment ``directory/name``."""
-    vocab = sorted({t for d in docs for t in d.terms})
-    position = {t: i for i, t in enumerate(vocab)}
-    lengths = np.fromiter((len(d.terms) for d in docs), dtype=np.int64, count=len(docs))
-    doc_terms = np.fromiter((position[t] for d in docs for t in d.terms), dtype=np.int32, count=int(lengths.sum()))
-    doc_tfs = np.fromiter((tf for d in docs for tf in d.terms.values()), dtype=np.uint16, count=int(lengths.sum()))
-    stored = [
-        {"id": d.id, "path": d.path, "caption": d.caption, "metadata": dict(d.metadata), "field": d.field} for d in docs
-    ]
-    _write_segment_arrays(directory, name, vocab, lengths, doc_terms, doc_tfs, stored)
-
-
-def _write_segment_arrays(
-    directory: Path,
-    name: str,
-    vocab: list[str],
-    lengths: np.ndarray,
-    doc_terms: np.ndarray,
-    doc_tfs: np.ndarray,
-    stored: list[dict[str, Any]],
-) -> None:
-    """Write a segment from its forward view (via a temporary directory, then a rename).
-
-    vocab: sorted terms [V]; lengths: int64 [N] terms per document; doc_terms: int32 [P]
-    vocabulary positions and doc_tfs: uint16 [P] frequencies, document after document.
-    """
-    doc_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=doc_offsets[1:])
-    # Invert: sort postings by term (stable, so document numbers stay ascending per term).
-    doc_numbers = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
-    order = np.argsort(doc_terms, kind="stable")
-    post_docs = doc_numbers[order]
-    post_tfs = doc_tfs[order]
-    term_offsets = np.zeros(len(vocab) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(doc_terms, minlength=len(vocab)), out=term_offsets[1:])
-
-    tmp = directory / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for fname, arr in (
-        ("term_offsets", term_offsets),
-        ("post_docs", post_docs),
-        ("post_tfs", post_tfs),
-        ("doc_offsets", doc_offsets),
-        ("doc_terms", doc_terms),
-        ("doc_tfs", doc_tfs),
-    ):
-        np.save(tmp / f"{fname}.npy", arr)
-    with (tmp / "terms.json").open("w", encoding="utf-8") as fh:
-        json.dump(vocab, fh)
-    with (tmp / "stored.json").open("w", encoding="utf-8") as fh:
-        json.dump(stored, fh)
-    tmp.rename(directory / name)
-
-
-def _merge_segments(directory: Path, name: str, segments: Sequence[_Segment]) -> int:
-    """Write the live documents of ``segments`` as one segment, array to array; returns its size."""
-    vocab = sorted(set().union(*(seg.vocab for seg in segments)))
-    vocab_array = np.asarray(vocab, dtype=object)
-    lengths, terms, tfs, stored = [], [], [], []
-    for seg in segments:
-        live = ~seg.deleted
-        seg_lengths = np.diff(np.asarray(seg.doc_offsets))
-        keep = np.repeat(live, seg_lengths)
-        # Segment vocabulary position -> merged vocabulary position.
-        remap = np.searchsorted(vocab_array, np.asarray(seg.vocab, dtype=object)).astype(np.int32)
-        lengths.append(seg_lengths[live])
-        terms.append(remap[np.asarray(seg.doc_terms)[keep]])
-        tfs.append(np.asarray(seg.doc_tfs)[keep])
-        stored.extend(rec for rec, alive in zip(seg.stored, live.tolist(), strict=True) if alive)
-    if not stored:
-        return 0
-    _write_segment_arrays(
-        directory, name, vocab, np.concatenate(lengths), np.concatenate(terms), np.concatenate(tfs), stored
-    )
-    return len(stored)
-
-
-def _read_segment(directory: Path, name: str, tombstone: str | None) -> _Segment:
-    seg = directory / name
-
-    def load(fname: str) -> np.ndarray:
-        return np.load(seg / f"{fname}.npy", mmap_mode="r")
-
-    with (seg / "terms.json").open(encoding="utf-8") as fh:
-        vocab = json.load(fh)
-    with (seg / "stored.json").open(encoding="utf-8") as fh:
-        stored = json.load(fh)
-    deleted = np.zeros(len(stored), dtype=bool)
-    if tombstone:
-        deleted[np.load(directory / tombstone)] = True
-    return _Segment(
-        name=name,
-        terms={t: i for i, t in enumerate(vocab)},
-        term_offsets=load("term_offsets"),
-        post_docs=load("post_docs"),
-        post_tfs=load("post_tfs"),
-        doc_offsets=load("doc_offsets"),
-        doc_terms=load("doc_terms"),
-        doc_tfs=load("doc_tfs"),
-        vocab=vocab,
-        stored=stored,
-        deleted=deleted,
-    )
-
-
-def _postings(
-    seg: _Segment, terms: Mapping[str, float] | tuple[tuple[str, float], ...], constant: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """(documents int32 [P], clause scores float32 [P]) of the query terms the segment has.
-
-    A clause scores as Lucene scores a term of a ``sparse_vector`` field: the float32 boost
-    times the stored value, in float32 (``constant``: the boost alone). Sums of clauses run in
-    float64 and are rounded to float32 at the end, as Lucene's disjunctions do: both backends
-    then see the same ties.
-    """
-    pairs = terms.items() if isinstance(terms, Mapping) else terms
-    found = [(seg.terms[t], w) for t, w in pairs if t in seg.terms]
-    if not found:
-        return np.zeros(0, np.int32), np.zeros(0, np.float32)
-    bounds = [(int(seg.term_offsets[t]), int(seg.term_offsets[t + 1])) for t, _ in found]
-    docs = np.concatenate([seg.post_docs[lo:hi] for lo, hi in bounds])
-    weights = np.repeat(np.array([w for _, w in found], dtype=np.float32), [hi - lo for lo, hi in bounds])
-    if constant:
-        return docs, weights
-    values = np.concatenate([seg.post_tfs[lo:hi] for lo, hi in bounds]).astype(np.float32)
-    values *= weights
-    return docs, values
-
-
-def _max_sum_scores(seg: _Segment, query: MaxSumQuery) -> tuple[np.ndarray, np.ndarray]:
-    """Sum over groups of the largest weight among each group's terms a document holds (constant
-    score: the frequency plays no part, as in Elasticsearch's constant_score clauses)."""
-    scores = np.zeros(seg.n_docs)
-    best = np.zeros(seg.n_docs, np.float32)  # a group's best clause per document, reset after each group
-    for group in query.groups:
-        docs, values = _postings(seg, group, constant=True)
-        if docs.size == 0:
-            continue
-        order = np.argsort(values, kind="stable")
-        best[docs[order]] = values[order]  # the last write per document is its largest value
-        touched = np.unique(docs)
-        scores[touched] += best[touched]
-        best[touched] = 0.0
-    scores = scores.astype(np.float32)
-    return scores, (scores > 0) & ~seg.deleted
-
-
-def _segment_scores(seg: _Segment, query: Query) -> tuple[np.ndarray, np.ndarray]:
-    """Exact scores of one segment's documents: (scores float64 [N], matched bool [N])."""
-    if isinstance(query, MaxSumQuery):
-        return _max_sum_scores(seg, query)
-    docs, values = _postings(seg, query)
-    scores = np.bincount(docs, weights=values, minlength=seg.n_docs).astype(np.float32)
-    # Weights are positive and tf >= 1, so a document matched exactly when its score is positive.
-    return scores, (scores > 0) & ~seg.deleted
 
 
 class EmbeddedIndex:
@@ -269,7 +75,7 @@ class EmbeddedIndex:
         self._manifest = manifest
         self._lock_fh = lock_fh
         self._segment_docs = segment_docs
-        self._segments: list[_Segment] = []
+        self._segments: list[Segment] = []
         self._where: dict[str, tuple[int, int]] = {}  # id -> (segment position, document number)
         self._pending: dict[str, SurrogateDocument] = {}
         self._load_segments()
@@ -320,16 +126,8 @@ class EmbeddedIndex:
                         lock_fh.close()
                     raise
         else:
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "name": name or directory.name,
-                "meta": dict(meta or {}),
-                "segments": [],
-                "tombstones": {},
-                "next_segment": 1,
-                "generation": 0,
-            }
-            _atomic_write_json(manifest_path, manifest)
+            manifest = new_manifest(name or directory.name, dict(meta or {}))
+            atomic_write_json(manifest_path, manifest)
         if not read_only:
             # Leftovers of an interrupted write are not referenced by the manifest: remove them.
             # A segment renamed into place by a process killed before it replaced the manifest
@@ -355,7 +153,7 @@ class EmbeddedIndex:
 
     def _load_segments(self) -> None:
         tomb = self._manifest["tombstones"]
-        self._segments = [_read_segment(self.path, s, tomb.get(s)) for s in self._manifest["segments"]]
+        self._segments = [read_segment(self.path, s, tomb.get(s)) for s in self._manifest["segments"]]
         self._where = {}
         for si, seg in enumerate(self._segments):
             for local, rec in enumerate(seg.stored):
@@ -399,8 +197,8 @@ class EmbeddedIndex:
             return
         docs = list(self._pending.values())
         m = self._manifest
-        name = f"seg-{m['next_segment']:06d}"
-        _write_segment(self.path, name, docs)
+        name = segment_name(m["next_segment"])
+        write_segment(self.path, name, docs)
         replaced: dict[str, list[int]] = {}
         for d in docs:
             if d.id in self._where:
@@ -421,16 +219,12 @@ class EmbeddedIndex:
         tombstones = dict(self._manifest["tombstones"])
         by_name = {s.name: s for s in self._segments}
         for seg_name, locals_ in extra.items():
-            deleted = by_name[seg_name].deleted.copy()
-            deleted[locals_] = True
-            fname = f"tomb-{seg_name}-{generation:08d}.npy"
-            np.save(self.path / fname, np.flatnonzero(deleted).astype(np.int32))
-            tombstones[seg_name] = fname
+            tombstones[seg_name] = write_tombstone(self.path, by_name[seg_name], locals_, generation)
         return tombstones
 
     def _commit(self, manifest: dict[str, Any]) -> None:
         old_files = set(self._manifest["tombstones"].values()) | set(self._manifest["segments"])
-        _atomic_write_json(self.path / MANIFEST, manifest)
+        atomic_write_json(self.path / MANIFEST, manifest)
         self._manifest = manifest
         self._load_segments()
         # Only after the new manifest is durable may files it no longer names be removed.
@@ -449,8 +243,8 @@ class EmbeddedIndex:
         if len(self._segments) <= 1 and not self._manifest["tombstones"]:
             return
         m = self._manifest
-        name = f"seg-{m['next_segment']:06d}"
-        written = _merge_segments(self.path, name, self._segments)
+        name = segment_name(m["next_segment"])
+        written = merge_segments(self.path, name, self._segments)
         new_manifest = dict(m)
         new_manifest["generation"] = m["generation"] + 1
         new_manifest["tombstones"] = {}
@@ -458,39 +252,12 @@ class EmbeddedIndex:
         new_manifest["segments"] = [name] if written else []
         self._commit(new_manifest)
 
-    def _document(self, si: int, local: int) -> SurrogateDocument:
-        seg = self._segments[si]
-        lo, hi = int(seg.doc_offsets[local]), int(seg.doc_offsets[local + 1])
-        terms = {
-            seg.vocab[t]: int(tf) for t, tf in zip(seg.doc_terms[lo:hi], seg.doc_tfs[lo:hi], strict=True)
-        }
-        rec = seg.stored[local]
-        return SurrogateDocument(
-            id=rec["id"],
-            terms=terms,
-            path=rec["path"],
-            caption=rec["caption"],
-            metadata=rec["metadata"],
-            field=rec.get("field", TERMS_FIELD),
-        )
-
     def search(self, query: Query, k: int) -> list[IndexHit]:
         validate_query(query)
         if k <= 0:
             return []
-        candidates: list[tuple[float, str]] = []
-        for seg in self._segments:
-            scores, matched = _segment_scores(seg, query)
-            idx = np.flatnonzero(matched)
-            if idx.size == 0:
-                continue
-            sub = scores[idx]
-            if idx.size > k:
-                # Keep every document tied with the k-th score so ties can be broken by id.
-                kth = np.partition(sub, idx.size - k)[idx.size - k]
-                keep = sub >= kth
-                idx, sub = idx[keep], sub[keep]
-            candidates.extend((float(s), seg.stored[i]["id"]) for i, s in zip(idx, sub, strict=True))
+        # Each segment keeps its ties at the k-th score, so that ties are broken by id overall.
+        candidates = [c for seg in self._segments for c in segment_candidates(seg, query, k)]
         candidates.sort(key=lambda c: (-c[0], c[1]))
         return [IndexHit(id=doc_id, score=score) for score, doc_id in candidates[:k]]
 
@@ -501,7 +268,7 @@ class EmbeddedIndex:
         if doc_id in self._pending:
             return self._pending[doc_id]
         where = self._where.get(doc_id)
-        return None if where is None else self._document(*where)
+        return None if where is None else document(self._segments[where[0]], where[1])
 
     def get_many(self, ids: Sequence[str]) -> dict[str, SurrogateDocument]:
         found: dict[str, SurrogateDocument] = {}

@@ -1,4 +1,4 @@
-"""Pure builders of Elasticsearch request bodies (plain dicts; sent only by ``elastic.py``).
+"""Pure builders of Elasticsearch request bodies (plain dicts; sent by ``elastic.py`` and ``elastic_bulk.py``).
 
 Both query formulations score a document by the exact dot product
 sum_t tf(doc, t) * weight(query, t) on the ``sparse_vector`` field:

@@ -13,6 +13,8 @@ A checkpoint is a directory:
 - ``tokenizer/``: the tokenizer files (absent when the model has no tokenizer);
 - ``meta.json``: format version, fingerprint, library versions, creation time, extras.
   Written last: a directory without it is not a complete checkpoint.
+
+The format in full, with the import of the authors' files: docs/checkpoint-format.md.
 """
 
 from __future__ import annotations

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from teran_es.config import TrainConfig
 from teran_es.errors import ConfigError
+
+if TYPE_CHECKING:  # the type only: config imports this registry to check train.loss
+    from teran_es.config import TrainConfig
 
 
 def _negatives(scores: torch.Tensor, same_image: torch.Tensor | None) -> torch.Tensor:
