@@ -217,6 +217,16 @@ class SearchConfig:
 
 
 @dataclass
+class ReproduceConfig:
+    """What ``teran-es reproduce`` compares against: the paper's protocols and where its
+    figures (``[expected_metrics]``) come from."""
+
+    dataset: str = ""  # coco | f30k: the authors' on-disk layout to read (features/authors_layout.py)
+    protocols: str = "all"  # comma-separated, of evaluation.PROTOCOLS: e.g. "1k,5k" for COCO, "all" for Flickr30k
+    metrics_source: str = ""  # where the [expected_metrics] figures come from (paper, table)
+
+
+@dataclass
 class PipelineConfig:
     """One reproducible job: everything needed to train, ingest and search."""
 
@@ -233,6 +243,9 @@ class PipelineConfig:
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
+    # Figures a run should reach, by name: [<split or protocol>_...]<i2t|t2i>_r<K>, ..._medr or
+    # ..._rsum, e.g. test_t2i_r1 or 1k_i2t_r5 (checked by validate_config).
     expected_metrics: dict[str, float] = field(default_factory=dict)
 
     def resolved_index_name(self) -> str:
@@ -253,7 +266,15 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return {str(k): float(v) for k, v in value.items()}
+        out = {}
+        for key, item in value.items():
+            if isinstance(item, bool) or isinstance(item, (dict, list)):
+                raise ConfigError(f"{where}.{key}: expected a number, got {item!r}")
+            try:  # a number from TOML, or its text from --set
+                out[str(key)] = float(item)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}.{key}: expected a number, got {item!r}") from None
+        return out
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -315,7 +336,64 @@ def validate_config(config: PipelineConfig) -> PipelineConfig:
 
     if config.train.loss not in LOSSES:
         raise ConfigError(unknown_loss_message(config.train.loss))
+    check_expected_metrics(config.expected_metrics)
+    check_reproduce(config.reproduce)
     return config
+
+
+# [<prefix>_]...<i2t|t2i>_r<K> | ..._medr | ..._rsum; prefixes name a split or a protocol (test, 1k, 5k)
+_METRIC_NAME = re.compile(r"^(?:[a-z0-9]+_)*?(?:(?P<direction>i2t|t2i)_(?P<kind>r\d+|medr)|(?P<rsum>rsum))$")
+RECALL_KS_MAX = 1000  # R@K above this is no figure a paper reports
+
+
+def check_expected_metrics(expected: dict[str, float]) -> None:
+    """Refuse an ``[expected_metrics]`` entry whose name or value cannot be a retrieval figure:
+    recalls are percentages in [0, 100], RSUM a sum of six of them, median ranks at least 1."""
+    import math
+
+    for name, value in expected.items():
+        match = _METRIC_NAME.match(name)
+        if match is None:
+            raise ConfigError(
+                f"expected_metrics.{name}: not a metric name; use [<split or protocol>_]<i2t|t2i>_r<K>, "
+                "..._medr or ..._rsum (e.g. test_t2i_r1, 1k_i2t_r5, 5k_rsum)"
+            )
+        if not math.isfinite(value):
+            raise ConfigError(f"expected_metrics.{name}: {value} is not a finite number")
+        if match.group("rsum"):
+            low, high = 0.0, 600.0
+        elif match.group("kind") == "medr":
+            low, high = 1.0, math.inf
+        else:
+            if not 1 <= int(match.group("kind")[1:]) <= RECALL_KS_MAX:
+                raise ConfigError(f"expected_metrics.{name}: K must be between 1 and {RECALL_KS_MAX}")
+            low, high = 0.0, 100.0
+        if not low <= value <= high:
+            raise ConfigError(f"expected_metrics.{name}: {value} is outside [{low:g}, {high:g}] (percent)")
+
+
+REPRODUCE_DATASETS = ("", "coco", "f30k")
+
+
+def check_reproduce(reproduce: ReproduceConfig) -> None:
+    """``reproduce.dataset`` must be a known layout and ``reproduce.protocols`` known protocols."""
+    if reproduce.dataset not in REPRODUCE_DATASETS:
+        raise ConfigError(
+            f"reproduce.dataset: unknown dataset {reproduce.dataset!r} (known: coco, f30k, or empty)"
+        )
+    from teran_es.evaluation import PROTOCOLS  # on use, as the loss registry above
+
+    for protocol in reproduce_protocols(reproduce):
+        if protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"reproduce.protocols: unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})"
+            )
+
+
+def reproduce_protocols(reproduce: ReproduceConfig) -> list[str]:
+    """The protocols of ``reproduce.protocols`` ("1k, 5k" -> ["1k", "5k"]), in order, once each."""
+    names = [part.strip() for part in reproduce.protocols.split(",")]
+    return list(dict.fromkeys(name for name in names if name))
 
 
 def config_from_dict(data: dict[str, Any]) -> PipelineConfig:

@@ -91,3 +91,59 @@ def test_the_shipped_pipelines_load(tmp_path):
     for pipeline in sorted((Path(__file__).resolve().parents[2] / "pipelines").glob("*.toml")):
         config = load_config(pipeline)
         assert config.ingest.device and config.search.device
+
+
+# -- [expected_metrics] and [reproduce] ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["coco-teran", "f30k-teran"])
+def test_paper_pipelines_load_with_typed_expected_figures(name):
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[2] / "pipelines" / f"{name}.toml")
+    assert config.reproduce.dataset == name.split("-")[0]
+    assert config.reproduce.metrics_source.startswith("Messina et al.")
+    assert config.expected_metrics and all(isinstance(v, float) for v in config.expected_metrics.values())
+    # the paper's settings, and the quirks the files say they reproduce
+    assert (config.model.embed_dim, config.model.reasoning_layers, config.model.text_layers) == (1024, 2, 6)
+    assert (config.model.padding, config.model.exclude_last_word, config.model.score) == ("reference", True, "MrSw")
+    assert (config.train.lr, config.train.epochs, config.train.lr_step_epochs, config.train.grad_clip) == (
+        1e-5,
+        30,
+        20,
+        2.0,
+    )
+    assert config.train.batch_size == (40 if name.startswith("coco") else 30)
+
+
+@pytest.mark.parametrize(
+    "table, problem",
+    [
+        ({"test_t2i_r1": 101.0}, "outside"),
+        ({"test_recall": 50.0}, "not a metric name"),
+        ({"1k_rsum": 700.0}, "outside"),
+        ({"t2i_r0": 10.0}, "K must be"),
+        ({"t2i_medr": 0.0}, "outside"),
+        ({"t2i_r1": "high"}, "expected a number"),
+    ],
+)
+def test_bad_expected_metrics_are_refused(tmp_path, table, problem):
+    import tomli_w
+
+    path = tmp_path / "p.toml"
+    path.write_bytes(tomli_w.dumps({"expected_metrics": table}).encode())
+    with pytest.raises(ConfigError, match=problem):
+        load_config(path)
+
+
+def test_expected_metrics_and_protocols_round_trip_and_override(tmp_path):
+    config = load_config(None, ["expected_metrics.5k_t2i_r10=82.9", "reproduce.protocols=1k, 5k"])
+    assert config.expected_metrics == {"5k_t2i_r10": 82.9}
+    from teran_es.config import reproduce_protocols
+
+    assert reproduce_protocols(config.reproduce) == ["1k", "5k"]
+    assert load_config(save_config(config, tmp_path / "c.toml")) == config
+    with pytest.raises(ConfigError, match="unknown protocol '10k'"):
+        load_config(None, ["reproduce.protocols=1k,10k"])
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        load_config(None, ["reproduce.dataset=imagenet"])
