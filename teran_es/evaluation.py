@@ -159,6 +159,17 @@ def chance_recall(
     return out
 
 
+def protocol_misfit(protocol: str, n_images: int) -> str:
+    """Why ``protocol`` cannot rank a split of ``n_images`` images ("" when it can)."""
+    if protocol not in PROTOCOLS:
+        return f"unknown protocol {protocol!r} (known: {', '.join(PROTOCOLS)})"
+    if protocol == "5k" and n_images != COCO_5K_IMAGES:
+        return f"needs exactly {COCO_5K_IMAGES:,} images; the split has {n_images:,}"
+    if protocol == "1k" and (n_images < FOLD_IMAGES or n_images % FOLD_IMAGES):
+        return f"needs a multiple of {FOLD_IMAGES:,} images; the split has {n_images:,}"
+    return ""
+
+
 def evaluate_scores(
     scores: np.ndarray | torch.Tensor,
     caption_to_image: np.ndarray | torch.Tensor,
@@ -272,6 +283,29 @@ def evaluate_model(
     The N x M score matrix is computed exhaustively with ``chunked_scores`` on the model's
     device; the result also holds the timing of each stage in seconds.
     """
+    scores, caption_to_image, seconds = score_image_set(
+        model, image_set, batch_size=batch_size, max_bytes=max_bytes, progress=progress
+    )
+    started = time.perf_counter()
+    metrics = evaluate_scores(scores, caption_to_image, protocol=protocol, ks=ks)
+    metrics["seconds"] = {**seconds, "rank": round(time.perf_counter() - started, 3)}
+    return metrics
+
+
+@torch.no_grad()
+def score_image_set(
+    model,
+    image_set: ImageCaptionSet,
+    *,
+    batch_size: int = 128,
+    max_bytes: int = 512 * 2**20,
+    progress: bool = False,
+) -> tuple[torch.Tensor, np.ndarray, dict[str, float]]:
+    """The exhaustive score matrix of a split, for any number of protocols to rank.
+
+    Returns (scores [N_img, N_cap] float32 on the CPU, caption_to_image [N_cap], seconds of
+    each stage: encode_images, encode_captions, score).
+    """
     from teran_es.model.alignment import chunked_scores
 
     was_training = model.training
@@ -296,11 +330,9 @@ def evaluate_model(
         scored = time.perf_counter()
     finally:
         model.train(was_training)
-    metrics = evaluate_scores(scores, caption_to_image, protocol=protocol, ks=ks)
-    metrics["seconds"] = {
+    seconds = {
         "encode_images": round(encoded_images - started, 3),
         "encode_captions": round(encoded_captions - encoded_images, 3),
         "score": round(scored - encoded_captions, 3),
-        "rank": round(time.perf_counter() - scored, 3),
     }
-    return metrics
+    return scores, np.asarray(caption_to_image), seconds

@@ -18,6 +18,7 @@ VERBS: dict[str, str] = {
     "evaluate": "teran_es.cli.evaluate_cmd:evaluate",
     "make-synthetic": "teran_es.cli.synthetic_cmd:make_synthetic",
     "import-checkpoint": "teran_es.cli.import_checkpoint_cmd:import_checkpoint",
+    "reproduce": "teran_es.cli.reproduce_cmd:reproduce",
     "openmoji": "teran_es.cli.openmoji_cmd:openmoji",
 }
 

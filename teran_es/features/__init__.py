@@ -32,9 +32,12 @@ __all__ = [
 
 
 def detect_format(path: str | Path) -> str:
-    """``bottom-up`` for a directory with ``bu_att/``, else ``parquet``."""
+    """``bottom-up`` for a directory with ``bu_att/`` (or the authors' ``features_36/bu_att/``),
+    else ``parquet``."""
+    from teran_es.features.authors_layout import is_authors_layout
+
     p = Path(path)
-    if p.is_dir() and (p / "bu_att").is_dir():
+    if p.is_dir() and ((p / "bu_att").is_dir() or is_authors_layout(p)):
         return "bottom-up"
     return "parquet"
 
@@ -94,9 +97,9 @@ def open_image_set(
         )
         return reader.image_set(split, limit=limit)
     if fmt == "bottom-up":
-        from teran_es.features.bottom_up import BottomUpReader
+        from teran_es.features.authors_layout import open_bottom_up
 
-        bottom_up = BottomUpReader(
+        bottom_up = open_bottom_up(  # our flat layout, or the authors' folders (features_36/, annotations/)
             data.path,
             on_error=on_error,
             feature_dim=feature_dim,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -75,7 +76,9 @@ def _load_json(path: Path) -> object:
             return json.load(fh)
     except FileNotFoundError:
         raise RecordError(str(path), None, "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except json.JSONDecodeError as exc:
+        raise RecordError(str(path), None, f"line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
         raise RecordError(str(path), None, f"not valid JSON: {exc}") from None
 
 
@@ -86,6 +89,36 @@ def _image_key(value: object) -> str:
     if isinstance(value, np.integer):
         value = int(value)
     return str(value)
+
+
+class _SizeListUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numbers only: a size list needs no class, so a file that
+    names one (which could run code) is refused rather than trusted."""
+
+    def find_class(self, module: str, name: str):  # noqa: D102 - see the class docstring
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a size list holds numbers only")
+
+
+def read_size_list(path: Path) -> list[tuple[float, float]]:
+    """The reference code's ``sizes.pkl``: one (width, height) per image, by position in
+    ``dataset_flickr30k.json``. Raises :class:`RecordError` naming the file and the entry."""
+    try:
+        with path.open("rb") as fh:
+            data = _SizeListUnpickler(fh).load()
+    except FileNotFoundError:
+        raise RecordError(str(path), None, "file not found") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise RecordError(str(path), None, f"not a pickled size list: {exc}") from None
+    if not isinstance(data, (list, tuple)):
+        raise RecordError(str(path), None, f"expected a list of (width, height), got {type(data).__name__}")
+    sizes = []
+    for position, entry in enumerate(data):
+        try:
+            width, height = (float(v) for v in entry)
+        except (TypeError, ValueError):
+            raise RecordError(str(path), None, f"entry {position}: {entry!r:.80} is not (width, height)") from None
+        sizes.append((width, height))
+    return sizes
 
 
 class BottomUpReader:
@@ -106,14 +139,19 @@ class BottomUpReader:
         feature_dim: int | None = None,
         max_regions: int | None = None,
         captions_per_image: int | None = None,
+        features_dir: str | os.PathLike[str] | None = None,
+        annotations_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: not a directory")
+        # where bu_att/ and bu_box/ are, and where dataset_*.json / captions_*.json are looked for
+        features_root = Path(features_dir) if features_dir else self.root
+        self.annotations_root = Path(annotations_dir) if annotations_dir else self.root
         if id_kind not in ("auto", "image", "annotation"):
             raise ValueError(f"id_kind must be auto, image or annotation, got {id_kind!r}")
-        self.att_dir = self.root / "bu_att"
-        self.box_dir = self.root / "bu_box"
+        self.att_dir = features_root / "bu_att"
+        self.box_dir = features_root / "bu_box"
         if image_dir is None and (self.root / DEFAULT_IMAGE_DIR).is_dir():
             image_dir = self.root / DEFAULT_IMAGE_DIR
         self.image_dir = Path(image_dir) if image_dir else None
@@ -152,42 +190,44 @@ class BottomUpReader:
     # -- catalogue -------------------------------------------------------------------
 
     def _discover_one(self, pattern: str) -> Path | None:
-        found = sorted(self.root.glob(pattern))
+        found = sorted(self.annotations_root.glob(pattern))
         if len(found) > 1:
             raise RecordError(
-                str(self.root), None, f"several files match {pattern}: {[p.name for p in found]}"
+                str(self.annotations_root), None, f"several files match {pattern}: {[p.name for p in found]}"
             )
         return found[0] if found else None
 
     def _discover_coco(self) -> list[Path]:
-        return sorted(self.root.glob("annotations/captions_*.json")) + sorted(
-            self.root.glob("captions_*.json")
+        return sorted(self.annotations_root.glob("annotations/captions_*.json")) + sorted(
+            self.annotations_root.glob("captions_*.json")
         )
 
     def _read_coco(self, path: Path, take_captions: bool) -> None:
         data = _load_json(path)
         if not isinstance(data, dict) or "images" not in data:
             raise RecordError(str(path), None, "not a COCO annotation file (no 'images' list)")
-        for image in data["images"]:
+        for position, image in enumerate(data["images"]):
             try:
                 key = _image_key(image["id"])
                 self.sizes[key] = (float(image["width"]), float(image["height"]))
             except (KeyError, TypeError, ValueError):
                 raise RecordError(
-                    str(path), None, f"image entry without id/width/height: {image!r:.200}"
+                    str(path), None, f"images[{position}]: entry without id/width/height: {image!r:.200}"
                 ) from None
             if "file_name" in image:
                 self.file_names[key] = image["file_name"]
             if take_captions and key not in self.captions:
                 self.captions[key] = []
                 self.image_order.append(key)
-        for annotation in data.get("annotations", []):
+        for position, annotation in enumerate(data.get("annotations", [])):
             try:
                 owner = _image_key(annotation["image_id"])
                 caption = annotation["caption"]
             except (KeyError, TypeError):
                 raise RecordError(
-                    str(path), None, f"annotation without image_id/caption: {annotation!r:.200}"
+                    str(path),
+                    None,
+                    f"annotations[{position}]: entry without image_id/caption: {annotation!r:.200}",
                 ) from None
             if "id" in annotation:
                 self.annotation_owner[_image_key(annotation["id"])] = owner
@@ -204,7 +244,9 @@ class BottomUpReader:
             try:
                 self.captions[key] = [str(s["raw"]).strip() for s in image["sentences"]]
             except (KeyError, TypeError):
-                raise RecordError(str(path), key, "image entry without sentences[].raw") from None
+                raise RecordError(
+                    str(path), key, f"images[{position}]: entry without sentences[].raw"
+                ) from None
             self.karpathy_split[key] = str(image.get("split", ""))
             if "filename" in image:
                 folder = image.get("filepath", "")
@@ -214,6 +256,10 @@ class BottomUpReader:
             self.image_order.append(key)
 
     def _read_sizes(self, path: Path) -> None:
+        if path.suffix == ".pkl":  # the reference code's cache: [(width, height)] by position
+            for position, size in enumerate(read_size_list(path)):
+                self.sizes[str(position)] = size
+            return
         data = _load_json(path)
         if isinstance(data, dict) and "images" in data:
             entries = {_image_key(i["id"]): (i["width"], i["height"]) for i in data["images"]}
@@ -271,19 +317,20 @@ class BottomUpReader:
             elif all(k in known_images for k in keys):
                 kind = "image"
             else:
-                unknown = [k for k in keys if k not in known_images][:5]
+                first = next(i for i, k in enumerate(keys) if k not in known_images)
                 raise RecordError(
                     str(path),
                     None,
-                    f"ids match neither the annotation ids nor the image ids (e.g. {unknown})",
+                    f"entry {first} (id {keys[first]}): ids match neither the annotation ids nor the "
+                    "image ids of the annotation files",
                 )
         if kind == "annotation":
-            try:
-                return [self.annotation_owner[k] for k in keys]
-            except KeyError as exc:
+            missing = [i for i, k in enumerate(keys) if k not in self.annotation_owner]
+            if missing:
                 raise RecordError(
-                    str(path), None, f"annotation id {exc.args[0]} not in the annotation files"
-                ) from None
+                    str(path), None, f"entry {missing[0]}: annotation id {keys[missing[0]]} not in the annotation files"
+                )
+            return [self.annotation_owner[k] for k in keys]
         return keys
 
     # -- records ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from teran_es.errors import TeranError
-from teran_es.features.bottom_up import BottomUpReader
+from teran_es.features.authors_layout import is_authors_layout, open_bottom_up
 from teran_es.features.columnar import ColumnarReader
 from teran_es.features.image_table import is_image_collection, iter_collection_images
 from teran_es.features.pixels import ImageFile, iter_folder_images
@@ -29,7 +29,7 @@ def describe_source(path: str | os.PathLike[str]) -> str:
         if p.suffix == ".parquet":
             return "parquet"
         raise UnsupportedSourceError(f"{p}: expected a .parquet feature file or a folder")
-    if (p / "bu_att").is_dir():
+    if (p / "bu_att").is_dir() or is_authors_layout(p):
         return "bottom-up"
     if is_image_collection(p):  # before the Parquet test: the collection has a table with no features
         return "collection"
@@ -53,7 +53,7 @@ def iter_feature_records(
         reader = ColumnarReader(path, on_error=on_error, feature_dim=feature_dim, max_regions=max_regions)
         yield from reader.iter_records(split)
     elif kind == "bottom-up":
-        reader = BottomUpReader(path, on_error=on_error, feature_dim=feature_dim, max_regions=max_regions)
+        reader = open_bottom_up(path, on_error=on_error, feature_dim=feature_dim, max_regions=max_regions)
         yield from reader.iter_records(split or "all")
     else:
         raise UnsupportedSourceError(
