@@ -108,3 +108,153 @@ def ingest_tiny(synthetic_dataset):
         return model, records, report
 
     return run
+
+
+# -- the TERAN authors' on-disk layout, in miniature -------------------------------------------
+
+AUTHORS_WORDS = ("a", "dog", "cat", "man", "red", "car", "runs", "on", "the", "grass", "street", "with", "ball")
+
+
+def _authors_captions(rng, count: int) -> list[str]:
+    return [" ".join(rng.choice(AUTHORS_WORDS, size=int(rng.integers(4, 9)))) + " ." for _ in range(count)]
+
+
+def _write_features(root, image_id, rng, feature_dim: int, size: tuple[int, int], regions: int = 36) -> None:
+    """bu_att/<id>.npz ("feat": [36, F] float32) and bu_box/<id>.npy ([36, 4] float32 pixels)."""
+    import numpy as np
+
+    width, height = size
+    x1 = rng.uniform(0, width * 0.6, regions)
+    y1 = rng.uniform(0, height * 0.6, regions)
+    boxes = np.stack(
+        [x1, y1, x1 + rng.uniform(1, width * 0.4, regions), y1 + rng.uniform(1, height * 0.4, regions)], axis=1
+    ).astype(np.float32)
+    features = np.abs(rng.standard_normal((regions, feature_dim))).astype(np.float32)
+    np.savez_compressed(root / "bu_att" / f"{image_id}.npz", feat=features)
+    np.save(root / "bu_box" / f"{image_id}.npy", boxes)
+
+
+@pytest.fixture(scope="session")
+def authors_data(tmp_path_factory):
+    """Factory ``(dataset, feature_dim=2048, test_images=6) -> Path``: a few images of COCO or
+    Flickr30k in the TERAN authors' layout, with their file names and dtypes (see
+    teran_es/features/authors_layout.py); random features, captions over ``AUTHORS_WORDS``.
+
+    COCO: annotations/captions_{train,val}2014.json, annotations/coco_{train,dev,test,restval}_ids.npy
+    (caption ids, int64), features_36/bu_att/<coco id>.npz, features_36/bu_box/<coco id>.npy.
+    Flickr30k: annotations/dataset_flickr30k.json, features named by position, images/sizes.pkl.
+    """
+    import json
+    import pickle
+
+    import numpy as np
+
+    def make(dataset: str, feature_dim: int = 2048, test_images: int = 6, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        root = tmp_path_factory.mktemp(f"authors-{dataset}")
+        features = root / "features_36"
+        (features / "bu_att").mkdir(parents=True)
+        (features / "bu_box").mkdir()
+        (root / "annotations").mkdir()
+        splits = {"train": 3, "dev": 2, "test": test_images, "restval": 1}
+        if dataset == "coco":
+            files: dict[str, dict] = {name: {"images": [], "annotations": []} for name in ("train2014", "val2014")}
+            lists: dict[str, list[int]] = {}
+            image_id, caption_id = 9, 100
+            for split, count in splits.items():
+                lists[split] = []
+                target = files["train2014" if split == "train" else "val2014"]
+                for _ in range(count):
+                    image_id += int(rng.integers(1, 50))
+                    size = (int(rng.integers(300, 640)), int(rng.integers(300, 640)))
+                    target["images"].append(
+                        {"id": image_id, "width": size[0], "height": size[1], "file_name": f"COCO_{image_id:012d}.jpg"}
+                    )
+                    for caption in _authors_captions(rng, 5):
+                        caption_id += int(rng.integers(1, 9))
+                        target["annotations"].append({"id": caption_id, "image_id": image_id, "caption": caption})
+                        lists[split].append(caption_id)
+                    _write_features(features, image_id, rng, feature_dim, size)
+            for name, content in files.items():
+                (root / "annotations" / f"captions_{name}.json").write_text(json.dumps(content))
+            for split, ids in lists.items():
+                np.save(root / "annotations" / f"coco_{split}_ids.npy", np.asarray(ids, dtype=np.int64))
+        elif dataset == "f30k":
+            images, sizes = [], []
+            karpathy = {"train": "train", "dev": "val", "test": "test", "restval": "train"}
+            for split, count in splits.items():
+                for _ in range(count):
+                    position = len(images)
+                    size = (int(rng.integers(300, 640)), int(rng.integers(300, 640)))
+                    sentences = [{"raw": c, "tokens": c.split()} for c in _authors_captions(rng, 5)]
+                    images.append(
+                        {"filename": f"{1000 + position}.jpg", "imgid": position, "split": karpathy[split], "sentences": sentences}
+                    )
+                    sizes.append(size)
+                    _write_features(features, position, rng, feature_dim, size)
+            (root / "annotations" / "dataset_flickr30k.json").write_text(
+                json.dumps({"images": images, "dataset": "flickr30k"})
+            )
+            (root / "images").mkdir()
+            with (root / "images" / "sizes.pkl").open("wb") as fh:
+                pickle.dump(sizes, fh)
+        else:
+            raise ValueError(dataset)
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def authors_text_backbone(tmp_path_factory):
+    """A tiny random BERT (tokenizer included) whose vocabulary covers ``AUTHORS_WORDS``."""
+    from teran_es.features.tiny_text import make_tiny_text_backbone
+
+    return make_tiny_text_backbone(tmp_path_factory.mktemp("authors-bert"), AUTHORS_WORDS, layers=2)
+
+
+@pytest.fixture(scope="session")
+def authors_checkpoint(tmp_path_factory, authors_text_backbone):
+    """Factory ``(feature_dim) -> Path``: a random TERAN ``.pth`` as the authors save theirs
+    (``model`` under ``img_txt_enc.``, ``optimizer``, ``epoch``, ``config``, an ``opt`` Namespace),
+    sized for the tiny text backbone: 2 visual and 2 shared layers, 4 heads, embed 16."""
+    import argparse
+
+    import torch
+    import transformers
+    from torch import nn
+
+    def make(feature_dim: int = 24, embed: int = 16, seed: int = 0):
+        torch.manual_seed(seed)
+        config = transformers.AutoConfig.from_pretrained(str(authors_text_backbone), local_files_only=True)
+        bert = transformers.BertModel(config, add_pooling_layer=True)
+        hidden = config.hidden_size
+        state = {"txt_enc.bert_model." + k: v for k, v in bert.state_dict().items()}
+        state["txt_enc.word_embeddings.weight"] = state["txt_enc.bert_model.embeddings.word_embeddings.weight"]
+        state["txt_enc.map.weight"], state["txt_enc.map.bias"] = torch.randn(embed, hidden), torch.randn(embed)
+        box_mlp = [nn.Linear(feature_dim + 5, feature_dim), nn.Linear(feature_dim, feature_dim)]
+        for index, layer in zip((0, 2), box_mlp, strict=True):
+            state[f"img_enc.pos_encoding_image.map.{index}.weight"] = layer.weight.detach()
+            state[f"img_enc.pos_encoding_image.map.{index}.bias"] = layer.bias.detach()
+        state["img_enc.fc.weight"], state["img_enc.fc.bias"] = torch.randn(embed, feature_dim), torch.randn(embed)
+        state["img_proj.weight"], state["img_proj.bias"] = torch.randn(embed, feature_dim) * 0.3, torch.zeros(embed)
+        state["cap_proj.weight"], state["cap_proj.bias"] = torch.randn(embed, hidden) * 0.3, torch.zeros(embed)
+        for prefix, width in (("img_enc.transformer_encoder", feature_dim), ("transformer_encoder_1", embed)):
+            for n in range(2):
+                layer = nn.TransformerEncoderLayer(width, 4, dim_feedforward=2 * width)
+                state.update({f"{prefix}.layers.{n}.{k}": v for k, v in layer.state_dict().items()})
+        path = tmp_path_factory.mktemp("authors-checkpoint") / f"model_best_{feature_dim}.pth"
+        torch.save(
+            {
+                "model": {"img_txt_enc." + k: v for k, v in state.items()},
+                "optimizer": {},
+                "scheduler": None,
+                "epoch": 29,
+                "config": {"model": {"name": "teran"}},
+                "opt": argparse.Namespace(batch_size=40),
+            },
+            path,
+        )
+        return path
+
+    return make

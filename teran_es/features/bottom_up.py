@@ -309,27 +309,22 @@ class BottomUpReader:
             raise RecordError(str(path), None, f"cannot read id list: {exc}") from None
         keys = [_image_key(v) for v in np.asarray(raw).reshape(-1).tolist()]
         known_images = set(self.captions) | set(self.sizes)
-        as_annotations = bool(self.annotation_owner) and all(k in self.annotation_owner for k in keys)
         kind = self.id_kind
-        if kind == "auto":
-            if as_annotations:
-                kind = "annotation"
-            elif all(k in known_images for k in keys):
-                kind = "image"
-            else:
-                first = next(i for i, k in enumerate(keys) if k not in known_images)
+        if kind == "auto":  # the kind most of the ids match; the others are then named as errors
+            annotation_hits = sum(k in self.annotation_owner for k in keys)
+            image_hits = sum(k in known_images for k in keys)
+            if not keys or annotation_hits == image_hits == 0:
                 raise RecordError(
-                    str(path),
-                    None,
-                    f"entry {first} (id {keys[first]}): ids match neither the annotation ids nor the "
-                    "image ids of the annotation files",
+                    str(path), None, "ids match neither the annotation ids nor the image ids of the annotation files"
                 )
+            kind = "annotation" if annotation_hits >= image_hits else "image"
+        known = self.annotation_owner if kind == "annotation" else known_images
+        missing = next((i for i, k in enumerate(keys) if k not in known), None)
+        if missing is not None:
+            raise RecordError(
+                str(path), None, f"entry {missing} (id {keys[missing]}): no such {kind} id in the annotation files"
+            )
         if kind == "annotation":
-            missing = [i for i, k in enumerate(keys) if k not in self.annotation_owner]
-            if missing:
-                raise RecordError(
-                    str(path), None, f"entry {missing[0]}: annotation id {keys[missing[0]]} not in the annotation files"
-                )
             return [self.annotation_owner[k] for k in keys]
         return keys
 
