@@ -25,7 +25,7 @@ def protocol_methods(protocol: type) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("verb", ["ingest", "search", "evaluate"])
+@pytest.mark.parametrize("verb", ["ingest", "search", "evaluate", "reproduce"])
 def test_the_cli_offers_exactly_the_registered_backends(verb):
     from teran_es.cli import VERBS
 
