@@ -85,6 +85,9 @@ class TrainConfig:
     loss: str = "hinge"  # hinge (VSE++ triplet, as TERAN) | infonce (symmetric cross-entropy); see model/loss.py LOSSES
     margin: float = 0.2  # hinge
     max_violation: bool = True  # hinge: hardest negative only
+    # true = as the reference code: another caption of the same image in a batch is a negative
+    # too; false (clean) = it is neither a positive nor a negative
+    same_image_negatives: bool = False
     temperature: float = 0.05  # infonce: scores are divided by it
     global_loss_weight: float = 0.0  # auxiliary global-vector matching loss; 0 = off (as released)
     amp: bool = True  # mixed precision, used on CUDA only

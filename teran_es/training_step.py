@@ -74,7 +74,8 @@ def train_step(
     hardest = cfg.max_violation if max_violation is None else max_violation
     inputs = dict(batch)
     image_index = inputs.pop("image_index", None)
-    same_image = same_image_mask(image_index) if image_index is not None else None
+    # the reference code counts other captions of the same image as negatives: then no mask
+    same_image = same_image_mask(image_index) if image_index is not None and not cfg.same_image_negatives else None
     device_type = inputs["input_ids"].device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         scores, images, texts = model(**inputs, return_embeddings=True)

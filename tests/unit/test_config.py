@@ -114,6 +114,7 @@ def test_paper_pipelines_load_with_typed_expected_figures(name):
         2.0,
     )
     assert config.train.batch_size == (40 if name.startswith("coco") else 30)
+    assert config.train.same_image_negatives and config.train.loss == "hinge" and config.train.max_violation
 
 
 @pytest.mark.parametrize(
