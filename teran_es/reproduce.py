@@ -70,26 +70,31 @@ def compare(
     ours: dict[str, dict[str, Any]], expected: dict[str, dict[str, float]]
 ) -> list[dict[str, Any]]:
     """Rows ``{protocol, metric, ours, paper, difference}`` (difference = ours - paper, in
-    points) for every figure the paper gives; ``ours`` is None (and so the difference) when
-    the protocol was not run. The paper's RSUM is the sum of its six recalls when it gives all
-    six and no RSUM of its own."""
+    points) for each protocol of ``expected``, one per metric that was measured or that the
+    paper gives. ``ours`` is None when the protocol was not run, ``paper`` when the pipeline
+    gives no figure for the metric; the difference is None when either is. The paper's RSUM is
+    the sum of its six recalls when it gives all six and no RSUM of its own."""
     rows = []
+    recalls = [m for m in METRIC_ORDER if m != "rsum"]
     for protocol, figures in expected.items():
         figures = dict(figures)
-        recalls = [m for m in METRIC_ORDER if m != "rsum"]
         if "rsum" not in figures and all(m in figures for m in recalls):
             figures["rsum"] = round(sum(figures[m] for m in recalls), 6)
-        measured = ours.get(protocol) or {}
-        for metric in sorted(figures, key=lambda m: (METRIC_ORDER + (m,)).index(m)):
-            value = measured.get(metric)
-            ours_value = float(value) if isinstance(value, (int, float)) else None
+        measured = {
+            m: float(v) for m, v in (ours.get(protocol) or {}).items() if m in METRIC_ORDER and isinstance(v, (int, float))
+        }
+        metrics = [m for m in METRIC_ORDER if m in figures or m in measured]
+        metrics += sorted(m for m in figures if m not in METRIC_ORDER)
+        for metric in metrics:
+            ours_value, paper = measured.get(metric), figures.get(metric)
+            both = ours_value is not None and paper is not None
             rows.append(
                 {
                     "protocol": protocol,
                     "metric": metric,
                     "ours": ours_value,
-                    "paper": figures[metric],
-                    "difference": None if ours_value is None else round(ours_value - figures[metric], 4),
+                    "paper": paper,
+                    "difference": round(ours_value - paper, 4) if both else None,
                 }
             )
     return rows

@@ -32,19 +32,23 @@ def test_f30k_with_their_checkpoint_prints_ours_next_to_the_papers(
 ):
     their = authors_checkpoint(FEATURES)
     common = ["--text-backbone", str(authors_text_backbone), "--device", "cpu", "--no-progress"]
+    # the file gives no Flickr30k figure (none was checked); a user adds the paper's with --set
+    common += ["--set", "expected_metrics.all_t2i_r1=56.5"]
     result = run("reproduce", "f30k", "--data", str(f30k), "--checkpoint", str(their), *common, "--json")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert (payload["n_images"], payload["n_captions"]) == (8, 40)
     assert payload["model"]["how"] == "imported"
-    # the file's figures are the paper's, for the protocol of Flickr30k: the whole 1,000-image test split
     assert any("embed_dim" in note for note in payload["model"]["notes"])  # a tiny model, not the paper's
     rows = {row["metric"]: row for row in payload["comparison"]}
     assert list(rows) == ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"]
-    assert rows["t2i_r1"]["paper"] == 56.5 and rows["rsum"]["paper"] == pytest.approx(480.7)
+    assert rows["t2i_r1"]["paper"] == 56.5 and rows["t2i_r1"]["difference"] == pytest.approx(
+        rows["t2i_r1"]["ours"] - 56.5, abs=1e-3
+    )
     for metric, row in rows.items():
         assert row["ours"] == payload["protocols"]["all"][metric]
-        assert row["difference"] == pytest.approx(row["ours"] - row["paper"], abs=1e-3)
+        if metric != "t2i_r1":  # ours without the paper's: no difference is made up
+            assert row["paper"] is None and row["difference"] is None
 
     # the same numbers as importing the file and evaluating it with the existing verbs
     ours = tmp_path / "imported"
@@ -75,7 +79,9 @@ def test_coco_protocols_that_do_not_fit_are_said_so_and_the_pipeline_is_searched
     assert payload["protocols"]["5k"] == {"skipped": "needs exactly 5,000 images; the split has 6"}
     assert payload["protocols"]["all"]["n_images"] == 6
     # the paper's figures stay in the table, with nothing measured against them
-    assert {row["protocol"] for row in payload["comparison"]} == {"1k", "5k"}
+    # (the file gives the 1K R@1 figures only; 5K has none, so it has no rows)
+    assert {row["protocol"] for row in payload["comparison"]} == {"1k"}
+    assert {row["metric"] for row in payload["comparison"]} == {"i2t_r1", "t2i_r1"}
     assert all(row["ours"] is None and row["difference"] is None for row in payload["comparison"])
     searched = payload["search_pipeline"]
     assert searched["queries"] == 30 and searched["ingest"]["images"] == 6
