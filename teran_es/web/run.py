@@ -1,0 +1,51 @@
+"""Run the server: open the collection, then serve the app with uvicorn until interrupted."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+from teran_es.config import PipelineConfig
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    config: PipelineConfig,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    device: str | None = None,
+    say: Callable[[str], None] = print,
+    log_level: str = "warning",
+) -> None:
+    import uvicorn
+
+    from teran_es.web.app import create_app
+    from teran_es.web.service import SearchService
+
+    service = SearchService.open(config, device=device)
+    try:
+        app = create_app(service)
+        if not is_loopback(host):
+            say(
+                f"warning: serving on {host}, reachable from other machines: the API has no authentication "
+                "and no TLS (see the README, section `teran-es serve`)"
+            )
+        shown = f"[{host}]" if ":" in host else host
+        say(
+            f"teran-es serve: {len(service.searcher.store)} images ({config.index.backend} index "
+            f"{service.searcher.index.name!r}) at http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)"
+        )
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    finally:
+        service.close()
