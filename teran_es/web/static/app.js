@@ -109,6 +109,16 @@ async function drawAlignment(id, q) {
   const overlay = $("overlay");
   const size = 384;
   const byRegion = new Map();
+  if (view.boxes) {
+    // shade each region by how well its best word aligns with it: dark = little alignment
+    const best = view.boxes.map((_, j) => Math.max(...view.matrix.map((row) => row[j])));
+    const low = Math.min(...best), high = Math.max(...best);
+    view.boxes.forEach(([x1, y1, x2, y2], j) => {
+      const strength = high > low ? (best[j] - low) / (high - low) : 1;
+      overlay.append(svg("rect", { x: x1 * size, y: y1 * size, width: (x2 - x1) * size, height: (y2 - y1) * size,
+        class: "heat", "fill-opacity": (0.45 * (1 - strength)).toFixed(3) }));
+    });
+  }
   const items = view.words.map((w, i) => {
     const colour = COLOURS[i % COLOURS.length];
     const item = el("li");
@@ -116,11 +126,12 @@ async function drawAlignment(id, q) {
       `${w.word} → region ${w.region} (${w.score.toFixed(3)})`);
     if (view.boxes) {
       const [x1, y1, x2, y2] = view.boxes[w.region].map((v) => v * size);
-      const inset = 3 * (byRegion.get(w.region) || 0);  // words sharing a region: nested boxes
-      byRegion.set(w.region, (byRegion.get(w.region) || 0) + 1);
+      const shared = byRegion.get(w.region) || 0;  // words sharing a region: nested boxes, stacked labels
+      byRegion.set(w.region, shared + 1);
+      const inset = 3 * shared;
       overlay.append(svg("rect", { x: x1 + inset, y: y1 + inset, width: x2 - x1 - 2 * inset,
-        height: y2 - y1 - 2 * inset, stroke: colour, fill: colour, class: "word-box" }));
-      overlay.append(svg("text", { x: x1 + inset + 4, y: y1 + inset + 17, fill: colour }, w.word));
+        height: y2 - y1 - 2 * inset, stroke: colour, class: "word-box" }));
+      overlay.append(svg("text", { x: x1 + inset + 4, y: y1 + inset + 17 + 17 * shared, fill: colour }, w.word));
     }
     return item;
   });
