@@ -199,6 +199,22 @@ def tiny_openmoji(tmp_path_factory):
     return {"collection": collection, "workdir": root / "work", "config": config, "root": root}
 
 
+@pytest.fixture(scope="session")
+def tiny_openmoji_config():
+    """Function ``(workdir, *overrides) -> PipelineConfig``: the tiny collection's pipeline with
+    another work directory (and e.g. another backend)."""
+    from pathlib import Path
+
+    from teran_es.config import load_config
+
+    pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "openmoji.toml"
+
+    def make(collection, workdir, *overrides: str):
+        return load_config(pipeline, [*tiny_openmoji_overrides(collection, workdir), *overrides])
+
+    return make
+
+
 def free_port() -> int:
     import socket
 
