@@ -188,7 +188,7 @@ def measure_server(config_path: Path, workdir: Path, queries: list[str], args) -
     log = tempfile.NamedTemporaryFile(prefix="bench-serve-", suffix=".log", delete=False)  # noqa: SIM115
     command = [sys.executable, "-c", "import sys; from teran_es.cli import main; sys.exit(main(sys.argv[1:]))",
                "serve", "--pipeline", str(config_path), "--workdir", str(workdir), "--port", str(port),
-               "--device", "cpu"]
+               "--device", "cpu", "--lazy-captions"]  # no caption encoding during the load
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until_up(port, process, Path(log.name))

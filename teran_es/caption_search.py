@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,8 +117,10 @@ class CaptionBank:
         model_fingerprint: str,
         batch_size: int = 256,
         progress: Callable[[int], None] | None = None,
+        guard: Callable[[], AbstractContextManager] = nullcontext,
     ) -> CaptionBank:
-        """Encode every (image id, caption) with ``model``'s text side (its own device)."""
+        """Encode every (image id, caption) with ``model``'s text side (its own device); each
+        batch is encoded inside ``guard()`` (a server passes the lock its searches hold)."""
         if not pairs:
             raise CaptionBankError(
                 "the collection has no captions to search by image (data.path names no captioned collection)"
@@ -127,8 +130,9 @@ class CaptionBank:
         with torch.inference_mode():
             for start in range(0, len(pairs), batch_size):
                 texts = [caption for _, caption in pairs[start : start + batch_size]]
-                out = model.encode_sentences(texts)
-                words, mask = out.words.float().cpu().numpy(), out.mask.cpu().numpy()
+                with guard():
+                    out = model.encode_sentences(texts)
+                    words, mask = out.words.float().cpu().numpy(), out.mask.cpu().numpy()
                 for row in range(len(texts)):
                     chunks.append(words[row][mask[row]].astype(np.float16))
                     lengths.append(int(mask[row].sum()))

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -72,9 +73,11 @@ def pixel_regions(searcher: Searcher, data: bytes, name: str = "upload") -> tupl
 class CaptionSearch:
     """Search by image over one collection; the caption bank is loaded or built on first use."""
 
-    def __init__(self, searcher: Searcher, catalog: Catalog):
+    def __init__(self, searcher: Searcher, catalog: Catalog, guard: Callable[[], AbstractContextManager] = nullcontext):
+        """``guard``: entered around each use of the model while the bank is built (a server's lock)."""
         self.searcher = searcher
         self.catalog = catalog
+        self._guard = guard
         self._bank: CaptionBank | None = None
         self._lock = threading.Lock()
 
@@ -110,7 +113,7 @@ class CaptionSearch:
                 progress(done[0], len(pairs))
 
         started = time.perf_counter()
-        bank = CaptionBank.build(self.searcher.model, pairs, fingerprint, progress=step)
+        bank = CaptionBank.build(self.searcher.model, pairs, fingerprint, progress=step, guard=self._guard)
         bank.save(path)
         log.info("encoded %d captions in %.1f s into %s", len(bank), time.perf_counter() - started, path)
         return bank

@@ -39,13 +39,21 @@ def pipeline_for_workdir(pipeline_path, workdir, overrides, checkpoint, backend)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--device", default=None, help="Query encoding and rerank device: cpu, cuda, auto.")
-def serve(pipeline_path, workdir, overrides, checkpoint, backend, host, port, device):
+@click.option(
+    "--prepare-captions/--lazy-captions",
+    default=True,
+    show_default=True,
+    help="Encode the collection's captions for search by image in the background at start "
+    "(once per work directory), or on the first such request.",
+)
+def serve(pipeline_path, workdir, overrides, checkpoint, backend, host, port, device, prepare_captions):
     """Serve a search page and a JSON API (/api/search, /api/images/..., /api/health; docs at /docs)."""
     from teran_es.web.run import serve as run
 
     config = pipeline_for_workdir(pipeline_path, workdir, overrides, checkpoint, backend)
     try:
-        run(config, host=host, port=port, device=device, say=lambda m: click.echo(m, err=True))
+        run(config, host=host, port=port, device=device, say=lambda m: click.echo(m, err=True),
+            prepare_captions=prepare_captions)
     except (TeranError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections.abc import Callable
 
 from teran_es.config import PipelineConfig
@@ -27,7 +28,10 @@ def serve(
     device: str | None = None,
     say: Callable[[str], None] = print,
     log_level: str = "warning",
+    prepare_captions: bool = True,
 ) -> None:
+    """Serve until interrupted. ``prepare_captions``: encode the collection's captions for search
+    by image in the background now (once per work directory), not on the first such request."""
     import uvicorn
 
     from teran_es.web.app import create_app
@@ -46,6 +50,17 @@ def serve(
             f"teran-es serve: {len(service.searcher.store)} images ({config.index.backend} index "
             f"{service.searcher.index.name!r}) at http://{shown}:{port}/  (API docs: /docs; Ctrl-C stops)"
         )
+        if prepare_captions and service.catalog.captions():
+            threading.Thread(target=_prepare_captions, args=(service, say), daemon=True).start()
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
     finally:
         service.close()
+
+
+def _prepare_captions(service, say: Callable[[str], None]) -> None:
+    from teran_es.errors import TeranError
+
+    try:
+        service.captions.bank()
+    except (TeranError, OSError) as exc:
+        say(f"search by image is not available: {exc}")

@@ -2,7 +2,8 @@
 by image and thumbnails of one work directory, behind one lock.
 
 One lock serialises the model, the store and the index across the server's worker threads
-(none of them is documented as thread-safe); the page's requests are short, so they queue.
+(none of them is documented as thread-safe, and a fast tokenizer is not); the page's requests
+are short, so they queue. Encoding the captions for search by image takes it per batch.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ class SearchService:
     def __init__(self, searcher: Searcher, catalog: Catalog):
         self.searcher = searcher
         self.catalog = catalog
-        self.captions = CaptionSearch(searcher, catalog)
+        # re-entrant: a caption request that has to build the bank takes it again per batch
+        self._lock = threading.RLock()
+        self.captions = CaptionSearch(searcher, catalog, guard=lambda: self._lock)
         self.thumbnails = ThumbnailCache(searcher.config.resolved_workdir() / "thumbnails")
         self._caption_count = len(catalog.captions())
-        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, config: PipelineConfig, device: str | None = None) -> SearchService:

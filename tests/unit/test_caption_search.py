@@ -104,9 +104,17 @@ class FakeTextModel:
 
 def test_build_save_load_and_a_bank_of_another_model(tmp_path):
     pairs = [("x", "abc"), ("x", "h"), ("y", "gg")]
-    calls = []
-    bank = CaptionBank.build(FakeTextModel(), pairs, "model-1", batch_size=2, progress=calls.append)
-    assert calls == [2, 1] and bank.offsets.tolist() == [0, 3, 4, 6]
+    import contextlib
+
+    calls, guarded = [], []
+
+    @contextlib.contextmanager
+    def guard():
+        guarded.append("in")
+        yield
+
+    bank = CaptionBank.build(FakeTextModel(), pairs, "model-1", batch_size=2, progress=calls.append, guard=guard)
+    assert calls == [2, 1] and guarded == ["in", "in"] and bank.offsets.tolist() == [0, 3, 4, 6]
     assert bank.words.dtype == np.float16 and bank.words[3].argmax() == 7
     path = tmp_path / "captions.npz"
     bank.save(path)
