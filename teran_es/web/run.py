@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from collections.abc import Callable
 
 from teran_es.config import PipelineConfig
+from teran_es.errors import TeranError
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -19,6 +21,27 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class PortUnavailableError(TeranError, OSError):
+    """The address and port to serve on cannot be bound."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise PortUnavailableError when ``host:port`` cannot be listened on now."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise PortUnavailableError(f"cannot serve on {host!r}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise PortUnavailableError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port)"
+            ) from None
 
 
 def serve(
@@ -37,6 +60,7 @@ def serve(
     from teran_es.web.app import create_app
     from teran_es.web.service import SearchService
 
+    check_port(host, port)  # before the model loads: a taken port is said at once
     service = SearchService.open(config, device=device)
     try:
         app = create_app(service)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from teran_es.web.run import is_loopback
+from teran_es.web.run import PortUnavailableError, check_port, is_loopback
 from teran_es.web.thumbnails import ThumbnailCache, thumbnail_png
 
 
@@ -37,3 +37,17 @@ def test_the_cache_names_files_by_a_hash_of_the_id(tmp_path):
     data = cache.get("../../etc/x", tmp_path / "a.png", 128)
     assert path.read_bytes() == data
     assert sorted(p.name for p in (tmp_path / "thumbs" / "128").iterdir()) == [path.name]  # no partial file left
+
+
+def test_a_taken_port_is_said_before_anything_loads():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortUnavailableError, match=f"127.0.0.1:{port}.*another --port"):
+            check_port("127.0.0.1", port)
+    check_port("127.0.0.1", port)  # free again
+    with pytest.raises(PortUnavailableError, match="cannot serve on"):
+        check_port("no-such-host.invalid", 8080)
