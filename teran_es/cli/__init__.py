@@ -20,6 +20,7 @@ VERBS: dict[str, str] = {
     "import-checkpoint": "teran_es.cli.import_checkpoint_cmd:import_checkpoint",
     "reproduce": "teran_es.cli.reproduce_cmd:reproduce",
     "openmoji": "teran_es.cli.openmoji_cmd:openmoji",
+    "serve": "teran_es.cli.serve_cmd:serve",
 }
 
 

@@ -26,13 +26,19 @@ from teran_es.errors import TeranError
 )
 @click.option("--query", "queries", multiple=True, help="Your own query (repeatable); default: a few examples.")
 @click.option("--k", "k", default=5, show_default=True, help="Hits per query.")
+@click.option("--serve", "serve_after", is_flag=True, help="Then serve the collection's search page (teran-es serve).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --serve: the address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="With --serve: the port.")
 @json_option
-def demo(collection, queries, k, cache_dir, as_json):
+def demo(collection, queries, k, cache_dir, serve_after, host, port, as_json):
     """Build a collection, take (or train, once) a model, ingest into the embedded index, and search it.
 
     The OpenMoji demo ingests all ~4,000 drawings (every split: the whole collection is what
-    you search) and writes an HTML and a PNG contact sheet of the hits.
+    you search) and writes an HTML and a PNG contact sheet of the hits. With --serve it then
+    serves the search page over the collection (Ctrl-C stops).
     """
+    if serve_after and collection != "openmoji":
+        raise click.UsageError("--serve shows images: it goes with --collection openmoji")
     from pathlib import Path
 
     from teran_es.demo import run_openmoji_demo, run_synthetic_demo
@@ -50,6 +56,9 @@ def demo(collection, queries, k, cache_dir, as_json):
         raise click.ClickException(str(exc)) from None
     if as_json:
         emit_json(result.to_dict())
+        sys.stdout.flush()
+        if serve_after:
+            serve_demo(result.workdir, host, port, say)
         return
     for r in result.results:
         click.echo(f"\n{r.query!r}  ({r.candidates} candidates reranked, {sum(r.timings.values()) * 1000:.0f} ms)")
@@ -62,3 +71,24 @@ def demo(collection, queries, k, cache_dir, as_json):
     if result.attribution:
         click.echo(result.attribution)
     sys.stdout.flush()
+    if serve_after:
+        serve_demo(result.workdir, host, port, say)
+
+
+def serve_demo(workdir: str, host: str, port: int, say) -> None:
+    """``teran-es serve`` over the demo's work directory (its config.toml is the pipeline)."""
+    from pathlib import Path
+
+    from teran_es.cli.serve_cmd import pipeline_for_workdir
+    from teran_es.demo import committed_openmoji_checkpoint
+    from teran_es.web.run import serve
+
+    # the model the demo searched with: the committed one, else the one it trained (next to workdir)
+    checkpoint = committed_openmoji_checkpoint() or Path(workdir).parent / "train" / "best"
+    config = pipeline_for_workdir(None, workdir, (), str(checkpoint), None)
+    try:
+        serve(config, host=host, port=port, say=say)
+    except TeranError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve: {exc}") from None

@@ -1,4 +1,7 @@
-"""``teran-es search "a few words"``: candidates from the index, exact TERAN rerank."""
+"""``teran-es search "a few words"``: candidates from the index, exact TERAN rerank.
+
+``teran-es search --image PATH`` (or ``--image-id ID``) goes the other way: the collection's
+captions that align best with an image, by an exact scan over all of them."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from teran_es.index import BACKENDS
 
 
 @click.command()
-@click.argument("query", nargs=-1, required=True)
+@click.argument("query", nargs=-1, required=False)
 @pipeline_option
 @set_option
 @click.option("--checkpoint", default=None, help="Trained model directory (overrides the pipeline's).")
@@ -26,12 +29,29 @@ from teran_es.index import BACKENDS
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default=None, help="Index backend.")
 @click.option("--exact", is_flag=True, help="Score every image exactly (brute-force scan) instead.")
 @click.option("--device", default=None, help="Rerank device: cpu, cuda, auto.")
+@click.option(
+    "--image",
+    "image_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Search by image: the collection's captions that align best with this image file.",
+)
+@click.option("--image-id", default=None, help="Search by image: an image of the collection, by id.")
 @json_option
-def search(query, pipeline_path, overrides, checkpoint, k, candidates, backend, exact, device, as_json):
-    """Search the ingested collection for QUERY."""
+def search(
+    query, pipeline_path, overrides, checkpoint, k, candidates, backend, exact, device, image_path, image_id, as_json
+):
+    """Search the ingested collection for QUERY (or, with --image / --image-id, its captions for an image)."""
     from teran_es.searcher import QueryError, Searcher
 
     config = load_pipeline(pipeline_path, overrides, checkpoint=checkpoint, backend=backend)
+    if image_path or image_id:
+        if query or (image_path and image_id):
+            raise click.UsageError("give words to search for, or --image, or --image-id: one of them")
+        search_captions(config, image_path, image_id, k, device, as_json)
+        return
+    if not query:
+        raise click.UsageError("missing the words to search for (or --image PATH to search by image)")
     text = " ".join(query)
     try:
         searcher = Searcher.open(config, device=device)
@@ -55,3 +75,58 @@ def search(query, pipeline_path, overrides, checkpoint, k, candidates, backend, 
     for rank, hit in enumerate(result.hits, 1):
         extra = f"  {hit.caption}" if hit.caption else ""
         click.echo(f"{rank:3d}. {hit.score:8.4f}  {hit.id}{extra}")
+
+
+def search_captions(config, image_path: str | None, image_id: str | None, k: int | None, device, as_json) -> None:
+    """The image -> captions direction of ``teran-es search``."""
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from teran_es.catalog import Catalog
+    from teran_es.features.images import ImageDecodeError
+    from teran_es.image_search import CaptionSearch, ImageQueryError, UnknownImageError
+    from teran_es.searcher import Searcher
+
+    k = config.search.k if k is None else k
+    if k < 1:
+        raise click.UsageError("--k must be at least 1")
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            click.echo(f"encoding the collection's {total:,} captions, once ...", err=True)
+            bar = tqdm(total=total, desc="captions", unit="caption", disable=as_json)
+        bar.update(done - bar.n)
+
+    try:
+        searcher = Searcher.open(config, device=device)
+        try:
+            captions = CaptionSearch(searcher, Catalog.open(config))
+            captions.bank(progress)
+            if bar is not None:
+                bar.close()
+            if image_id:
+                result = captions.by_id(image_id, k)
+            else:
+                path = Path(image_path)
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise click.UsageError(f"cannot read --image: {os_error_message(exc)}") from None
+                result = captions.by_file(data, k, path.name)
+        finally:
+            searcher.close()
+    except (UnknownImageError, ImageDecodeError, ImageQueryError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except (TeranError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the collection: {os_error_message(exc)}") from None
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    click.echo(f"{result.image}: best of {result.captions:,} captions ({sum(result.timings.values()) * 1000:.1f} ms)")
+    for rank, hit in enumerate(result.hits, 1):
+        click.echo(f"{rank:3d}. {hit.score:8.4f}  {hit.image_id}  {hit.caption}")

@@ -6,6 +6,7 @@ ingest can log and skip it while the rest goes on.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -43,12 +44,24 @@ def load_image(path: str | os.PathLike[str], size: int | None = None) -> np.ndar
         raise ImageDecodeError(p, f"cannot read: {exc.strerror or exc}") from None
     if n_bytes == 0:
         raise ImageDecodeError(p, "empty file (0 bytes)")
+    return _decode(p, p, size)
+
+
+def load_image_bytes(data: bytes, size: int | None = None, name: str = "upload") -> np.ndarray:
+    """Decode image bytes held in memory (an upload) like :func:`load_image`; ``name`` labels errors."""
+    if not data:
+        raise ImageDecodeError(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, size)
+
+
+def _decode(source: Path | io.BytesIO, label: str | Path, size: int | None) -> np.ndarray:
+    """RGB uint8 [H, W, 3] (or [size, size, 3]) of ``source``; every failure an ImageDecodeError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
+            with Image.open(source) as img:
                 if img.width * img.height > MAX_PIXELS:
-                    raise ImageDecodeError(p, f"{img.width}x{img.height} pixels is more than {MAX_PIXELS:,}")
+                    raise ImageDecodeError(label, f"{img.width}x{img.height} pixels is more than {MAX_PIXELS:,}")
                 img.load()
                 rgb = _to_rgb(img)
                 if size is not None:
@@ -57,16 +70,16 @@ def load_image(path: str | os.PathLike[str], size: int | None = None) -> np.ndar
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
-        raise ImageDecodeError(p, "not an image PIL can decode") from None
+        raise ImageDecodeError(label, "not an image PIL can decode") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageDecodeError(p, "image too large (decompression bomb guard)") from None
+        raise ImageDecodeError(label, "image too large (decompression bomb guard)") from None
     except OSError as exc:
         if exc.errno is not None:
             # The system refused the read (permissions, a directory, an I/O error): not the image's fault.
-            raise ImageDecodeError(p, f"cannot read: {exc.strerror or exc}") from None
-        raise ImageDecodeError(p, f"truncated or corrupt image: {exc}") from None
+            raise ImageDecodeError(label, f"cannot read: {exc.strerror or exc}") from None
+        raise ImageDecodeError(label, f"truncated or corrupt image: {exc}") from None
     except (SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(p, f"truncated or corrupt image: {exc}") from None
+        raise ImageDecodeError(label, f"truncated or corrupt image: {exc}") from None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
