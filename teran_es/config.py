@@ -360,8 +360,11 @@ def url_without_credentials(url: str, mask: str = "") -> str:
 
     The client accepts credentials in the URL, but a saved file must not hold them (no mask: the
     next run takes them from the environment) and a message must not show them (a mask such as
-    ``"***"`` still tells the reader that some were given).
+    ``"***"`` still tells the reader that some were given). Several comma-separated URLs (the
+    nodes of one cluster) are each treated so.
     """
+    if "," in url:
+        return ",".join(url_without_credentials(part.strip(), mask) for part in url.split(","))
     parts = urllib.parse.urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
