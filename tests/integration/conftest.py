@@ -93,7 +93,8 @@ def open_es_index(es_config, es_admin, tmp_path):
     for index in opened:
         index.close()
     for name in names:
-        es_admin.indices.delete(index=name, ignore_unavailable=True)
+        for concrete in es_admin.indices.get(index=name, ignore_unavailable=True):  # the alias's indexes
+            es_admin.indices.delete(index=concrete)
 
 
 @pytest.fixture(scope="session")

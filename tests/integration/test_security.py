@@ -191,7 +191,8 @@ def admin(secure_server):
     names: list[str] = []
     yield client, names
     for name in names:
-        client.indices.delete(index=name, ignore_unavailable=True)
+        for concrete in client.indices.get(index=name, ignore_unavailable=True):  # the alias's indexes
+            client.indices.delete(index=concrete)
     client.close()
 
 
