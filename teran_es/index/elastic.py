@@ -152,7 +152,8 @@ class ElasticIndex:
             return []
         body = es_queries.search_body(query, k, self.formulation)
         with self._translated("searching"):
-            response = self._client.search(index=self.name, body=body)
+            # all shards or an error: never a silent part of the collection (a node lost, no replica)
+            response = self._client.search(index=self.name, body=body, allow_partial_search_results=False)
         return _hits(response["hits"]["hits"])
 
     def search_many(self, queries: Sequence[Query], k: int) -> list[list[IndexHit]]:

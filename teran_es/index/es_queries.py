@@ -116,10 +116,12 @@ def msearch_body(
     formulation: str = DEFAULT_FORMULATION,
     field: str = TERMS_FIELD,
 ) -> list[dict[str, Any]]:
-    """The header/body pairs of one ``_msearch`` request, in query order."""
+    """The header/body pairs of one ``_msearch`` request, in query order. No partial results:
+    a query whose shards are not all searched (a node lost, no replica) fails instead of
+    silently missing documents."""
     body: list[dict[str, Any]] = []
     for query in queries:
-        body.append({"index": index})
+        body.append({"index": index, "allow_partial_search_results": False})
         body.append(search_body(query, k, formulation, field))
     return body
 

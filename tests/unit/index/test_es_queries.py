@@ -55,7 +55,7 @@ def test_msearch_body_pairs_a_header_with_each_query_in_order():
     queries = [{"a": 1.0}, {"b": 2.0}, {"c": 3.0}]
     body = es_queries.msearch_body("images", queries, 5, "sparse_vector")
     assert len(body) == 6
-    assert body[0::2] == [{"index": "images"}] * 3
+    assert body[0::2] == [{"index": "images", "allow_partial_search_results": False}] * 3
     assert [b["query"]["sparse_vector"]["query_vector"] for b in body[1::2]] == queries
     assert all(b["size"] == 5 for b in body[1::2])
 
