@@ -90,9 +90,9 @@ def build_index(client, name: str, collection, encoder, store: FeatureStore) -> 
             yield {"_index": name, "_id": doc.id, "_source": source}
 
     t = time.perf_counter()
-    ok, _ = helpers.bulk(client, actions(), chunk_size=500, request_timeout=600)
+    ok, _ = helpers.bulk(client.options(request_timeout=600), actions(), chunk_size=500)
     client.indices.refresh(index=name)
-    client.indices.forcemerge(index=name, max_num_segments=1, request_timeout=3600)
+    client.options(request_timeout=3600).indices.forcemerge(index=name, max_num_segments=1)
     seconds = time.perf_counter() - t
     time.sleep(11)  # store statistics are cached for 10 s
     stats = client.indices.stats(index=name, metric="store")["indices"][name]["primaries"]["store"]["size_in_bytes"]

@@ -172,6 +172,9 @@ class ExtractorConfig:
 class StoreConfig:
     dtype: str = "fp16"  # fp32 | fp16 | int8
     shard_size: int = 4096  # images per Arrow shard file (docs/feature-store.md)
+    # where the rerank reads region codes: "local" (this store) | "elasticsearch" (also written into
+    # each document, fetched with the candidates, so any client of the cluster can rerank; docs/cluster.md)
+    location: str = "local"
 
 
 @dataclass

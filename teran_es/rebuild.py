@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from teran_es.errors import ConfigError
 from teran_es.index import SurrogateDocument
 from teran_es.indexer import Ingestor, ShownFields
-from teran_es.workdir import WorkdirNotFoundError, index_meta
+from teran_es.workdir import WorkdirNotFoundError
 
 if TYPE_CHECKING:
     from teran_es.index.elastic_rebuild import RebuildReport
@@ -42,7 +42,7 @@ def rebuild_index(
     from teran_es.index.elastic import ElasticIndex
     from teran_es.index.elastic_rebuild import rebuild_behind_alias
 
-    meta = index_meta(ingestor.quantizer, ingestor.model_fingerprint)
+    meta = ingestor.index_meta()
     # The old index is opened without a fingerprint check: a rebuild exists to change them.
     current = ElasticIndex.open(config.elasticsearch, config.resolved_index_name(), create=False)
     try:

@@ -156,6 +156,27 @@ class ElasticIndex:
             response = self._client.search(index=self.name, body=body, allow_partial_search_results=False)
         return _hits(response["hits"]["hits"])
 
+    def search_with_codes(self, query: Query, k: int) -> tuple[list[IndexHit], dict[str, str]]:
+        """``search``, with each hit's packed rerank codes (``store.wire``) fetched in the same
+        request; needs an index created with ``rerank_codes`` in its metadata."""
+        validate_query(query)
+        if k <= 0:
+            return [], {}
+        body = es_queries.search_body(query, k, self.formulation, with_codes=True)
+        with self._translated("searching with rerank codes"):
+            response = self._client.search(index=self.name, body=body, allow_partial_search_results=False)
+        raw = response["hits"]["hits"]
+        codes = {}
+        for h in raw:
+            values = h.get("fields", {}).get(es_queries.RERANK_CODES_FIELD)
+            if not values:
+                raise IndexError_(
+                    f"document {h['fields'][es_queries.ID_FIELD][0]!r} of {self.name!r} carries no rerank codes; "
+                    "rebuild the index with store.location=elasticsearch (`teran-es ingest --rebuild`)"
+                )
+            codes[h["fields"][es_queries.ID_FIELD][0]] = values[0]
+        return _hits(raw), codes
+
     def search_many(self, queries: Sequence[Query], k: int) -> list[list[IndexHit]]:
         """One ``_msearch`` per ``msearch_batch`` queries; results in query order."""
         for query in queries:

@@ -123,3 +123,40 @@ def test_rebuild_from_the_store_switches_the_alias_and_answers_the_same(pipeline
 
     with Ingestor(configs["embedded"], model=model) as ingestor, pytest.raises(ConfigError, match="no alias"):
         rebuild_index(ingestor)
+
+
+def test_rerank_codes_in_elasticsearch_give_the_local_stores_hits(pipelines, es_admin):
+    """store.location=elasticsearch: the documents carry the region codes, the search fetches them
+    with the candidates and reranks from them: the same hits and scores as from the local store.
+    An index without codes is refused for it, and a rebuild adds them."""
+    import dataclasses
+
+    from teran_es.rebuild import rebuild_index
+
+    configs, model, records = pipelines
+    local = configs["elasticsearch"]
+    remote = dataclasses.replace(local, store=dataclasses.replace(local.store, location="elasticsearch"))
+    run_ingest(local, model, records)  # an index without codes
+    with pytest.raises(IndexMismatchError, match="carries no rerank codes.*--rebuild"):
+        Searcher.open(remote, model=model)
+    with Ingestor(remote, model=model) as ingestor:
+        report = rebuild_index(ingestor)
+    assert report.switched
+    name = local.resolved_index_name()
+    mapping = next(iter(es_admin.indices.get_mapping(index=name).values()))["mappings"]
+    assert mapping["properties"]["rerank_codes"] == {"type": "binary", "doc_values": True}
+    assert mapping["_meta"]["rerank_codes"] == local.store.dtype
+
+    searchers = {"local": Searcher.open(local, model=model), "remote": Searcher.open(remote, model=model)}
+    try:
+        for text in QUERIES:
+            got = {where: s.search(text, k=10, candidates=40) for where, s in searchers.items()}
+            assert got["remote"].candidates == got["local"].candidates > 0
+            assert [(h.id, h.score, h.caption) for h in got["remote"].hits] == \
+                [(h.id, h.score, h.caption) for h in got["local"].hits]
+    finally:
+        for s in searchers.values():
+            s.close()
+    # a new ingest into it keeps carrying codes
+    more = run_ingest(remote, model, records)
+    assert more.index_failed == 0
