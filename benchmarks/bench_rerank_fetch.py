@@ -5,13 +5,16 @@
 The question: can the cluster itself serve what the exact rerank needs (each candidate's
 quantized region codes), so that any client can rerank, and what does it cost next to the
 local store? On the scale collection (benchmarks/scale_collection.py; its cached int8 store
-and cell first stage, both made by benchmarks/bench_scale.py), an index is built with the
-shipped mapping plus a ``rerank_codes`` field: ``binary``, doc values on (never indexed), the
-image's int8 codes and float32 scales. Then, for each query and K in 100 and 1,000:
+and cell first stage, both made by benchmarks/bench_scale.py), an index is built as
+``store.location="elasticsearch"`` builds it: the shipped mapping plus ``rerank_codes``, a
+``binary`` field with doc values (never indexed, kept out of ``_source``) holding the image's
+int8 codes and float32 scales. Then, for each query and K in 100 and 1,000:
 
-* ``local``: the first stage (ids only, as today), then ``FeatureStore.get_codes`` of the K ids;
+* ``local``: the first stage (ids only, as today), then ``FeatureStore.get_many`` of the K ids
+  (the float32 regions the rerank scores);
 * ``elasticsearch``: the same first-stage request with ``rerank_codes`` among its doc-value
-  fields, then the codes decoded into the same arrays (checked equal to the store's).
+  fields (``store.location="elasticsearch"``), then ``FetchedRegions.get_many`` of the hits
+  (checked equal to the store's regions, bit for bit).
 
 Both timed end to end (first stage + codes in memory); p50/p95 and the fetch's share. Runs
 against ELASTICSEARCH_URL or the local server. Writes benchmarks/results/rerank-fetch-<N>.json.
@@ -20,7 +23,6 @@ against ELASTICSEARCH_URL or the local server. Writes benchmarks/results/rerank-
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import sys
 import time
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,35 +43,20 @@ from teran_es.index import es_queries  # noqa: E402
 from teran_es.index.connection import resolve_connection  # noqa: E402
 from teran_es.index.mappings import load_mapping  # noqa: E402
 from teran_es.store import FeatureStore  # noqa: E402
+from teran_es.store.fetched import FetchedRegions  # noqa: E402
+from teran_es.store.wire import pack  # noqa: E402
 
 FINGERPRINT = "072e65205455"
-CODES_FIELD = "rerank_codes"
+CODES_FIELD = es_queries.RERANK_CODES_FIELD
 CELLS = {10_000: 16384, 100_000: 65536}
-
-
-def pack(codes: np.ndarray, scales: np.ndarray | None, count: int) -> str:
-    """One image's codes (int8 [count, D]) and scales (float32 [count]) as base64 (pure)."""
-    raw = np.ascontiguousarray(codes[:count]).tobytes()
-    if scales is not None:
-        raw += np.ascontiguousarray(scales[:count], dtype=np.float32).tobytes()
-    return base64.b64encode(raw).decode("ascii")
-
-
-def unpack(text: str, dim: int, with_scales: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """``pack``'s inverse: (int8 [R, dim], float32 [R] or None)."""
-    raw = base64.b64decode(text)
-    per_region = dim + (4 if with_scales else 0)
-    count = len(raw) // per_region
-    codes = np.frombuffer(raw, dtype=np.int8, count=count * dim).reshape(count, dim)
-    scales = np.frombuffer(raw, dtype=np.float32, offset=count * dim, count=count) if with_scales else None
-    return codes, scales
 
 
 def build_index(client, name: str, collection, encoder, store: FeatureStore) -> dict[str, Any]:
     from elasticsearch import helpers
 
-    definition = es_queries.index_definition(load_mapping(), {"quantizer_fingerprint": encoder.fingerprint}, 1, 0)
-    definition["mappings"]["properties"][CODES_FIELD] = {"type": "binary", "doc_values": True}
+    # the shipped mapping with the rerank codes, exactly as store.location="elasticsearch" creates it
+    meta = {"quantizer_fingerprint": encoder.fingerprint, "rerank_codes": store.dtype}
+    definition = es_queries.index_definition(load_mapping(), meta, 1, 0)
     client.indices.delete(index=name, ignore_unavailable=True)
     client.indices.create(index=name, **definition)
 
@@ -86,7 +74,8 @@ def build_index(client, name: str, collection, encoder, store: FeatureStore) -> 
         counts = mask.sum(dim=1).tolist()
         for i, doc in enumerate(batch):
             source = es_queries.document_source(doc)
-            source[CODES_FIELD] = pack(codes[i].numpy(), None if scales is None else scales[i].numpy(), counts[i])
+            source[CODES_FIELD] = pack(codes[i].numpy(), None if scales is None else scales[i].numpy(), counts[i],
+                                       store.dtype)
             yield {"_index": name, "_id": doc.id, "_source": source}
 
     t = time.perf_counter()
@@ -129,8 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         built = build_index(client, name, collection, encoder, store)
         print(f"index: {built}", file=sys.stderr)
-        dim = store.dim
-        with_scales = store.dtype == "int8"
         queries = [encoder.query(collection.query_words[q]) for q in range(min(args.queries, collection.n_queries))]
         rows = []
         for k in [int(x) for x in args.ks.split(",")]:
@@ -143,23 +130,23 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.perf_counter()
                     ids = [h["fields"][es_queries.ID_FIELD][0] for h in client.search(index=name, body=body)["hits"]["hits"]]
                     t1 = time.perf_counter()
-                    codes, scales, mask = store.get_codes(ids)
+                    local_regions, _ = store.get_many(ids)
                     t2 = time.perf_counter()
-                    with_codes = {**body, "docvalue_fields": [es_queries.ID_FIELD, CODES_FIELD]}
+                    with_codes = es_queries.search_body(query, k, es_queries.DEFAULT_FORMULATION, encoder.index_field,
+                                                        with_codes=True)
                     t3 = time.perf_counter()
                     hits = client.search(index=name, body=with_codes)["hits"]["hits"]
-                    fetched = [unpack(h["fields"][CODES_FIELD][0], dim, with_scales) for h in hits]
+                    packed = {h["fields"][es_queries.ID_FIELD][0]: h["fields"][CODES_FIELD][0] for h in hits}
+                    fetched_regions, _ = FetchedRegions(packed, store.dim, store.dtype).get_many(list(packed))
                     t4 = time.perf_counter()
                     if round_ == 1:
                         timings["first_stage_only"].append(t1 - t0)
                         timings["local_fetch"].append(t2 - t1)
                         timings["local"].append(t2 - t0)
                         timings["elasticsearch"].append(t4 - t3)
-                    if checked < 5 and ids:  # the cluster's codes are the store's
-                        got_ids = [h["fields"][es_queries.ID_FIELD][0] for h in hits]
-                        assert got_ids == ids
-                        n = int(mask[0].sum())
-                        assert np.array_equal(fetched[0][0], codes[0, :n].numpy())
+                    if checked < 5 and ids:  # the cluster's regions are the store's, bit for bit
+                        assert list(packed) == ids
+                        assert torch.equal(fetched_regions, local_regions)
                         checked += 1
             row = {"k": k, "queries": len(queries), **{key: summary(v) for key, v in timings.items()}}
             row["elasticsearch_over_local_p50"] = round(row["elasticsearch"]["p50_ms"] / row["local"]["p50_ms"], 2)
@@ -170,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": command_line(__file__, argv),
             "machine": machine_info(elasticsearch=settings.describe()),
             "collection": {"images": collection.n_images, "regions_per_image": int(collection.regions.shape[1]),
-                           "dim": dim, "store_dtype": store.dtype},
+                           "dim": store.dim, "store_dtype": store.dtype},
             "index": built,
             "store_bytes_per_image": round(sum(p.stat().st_size for p in store_path.iterdir()) / collection.n_images, 1),
             "rows": rows,

@@ -1,4 +1,5 @@
-"""The Elasticsearch backend: ``ElasticIndex``, the ``Index`` over one Elasticsearch index.
+"""The Elasticsearch backend: ``ElasticIndex``, the ``Index`` over one Elasticsearch index, reached
+through its alias (``elastic_alias.py``).
 
 This module opens the index and searches and reads it; connecting, the server check, index
 creation and error translation are ``elastic_server.py``, bulk writes with retries and

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import elasticsearch
 from elasticsearch import Elasticsearch
 
 from teran_es.index.base import IndexMismatchError, IndexUnavailableError
@@ -77,10 +78,15 @@ def resolve(client: Elasticsearch, name: str, where: str) -> Target | None:
 
 def check_not_red(client: Elasticsearch, target: Target, where: str) -> None:
     """Refuse an index with a primary shard that no live node holds (waits ``RED_WAIT`` for it)."""
-    with translated_errors("checking the index's health", where, target.alias):
-        health = client.options(ignore_status=408).cluster.health(
-            index=target.concrete, wait_for_status="yellow", timeout=RED_WAIT
-        )
+    try:
+        with translated_errors("checking the index's health", where, target.alias):
+            health = client.options(ignore_status=408).cluster.health(
+                index=target.concrete, wait_for_status="yellow", timeout=RED_WAIT
+            )
+    except IndexUnavailableError as exc:
+        if isinstance(exc.__cause__, elasticsearch.AuthorizationException):
+            return  # credentials without the `monitor` privilege: searches still refuse partial results
+        raise
     if health.get("status") == "red":
         raise IndexUnavailableError(
             f"Elasticsearch index {target.concrete!r} (alias {target.alias!r}) on {where} is red: "

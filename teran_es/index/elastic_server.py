@@ -142,8 +142,13 @@ def check_server(client: Elasticsearch, where: str) -> str:
             f"client: the major versions must match. Use a {_major(CLIENT_VERSION)}.x cluster (e.g. "
             "`teran-es elasticsearch start`), or install the matching `elasticsearch` Python package."
         )
-    with translated_errors("listing the cluster's nodes", where):
-        nodes = client.nodes.info(filter_path="nodes.*.name,nodes.*.version").get("nodes", {})
+    try:
+        with translated_errors("listing the cluster's nodes", where):
+            nodes = client.nodes.info(filter_path="nodes.*.name,nodes.*.version").get("nodes", {})
+    except IndexUnavailableError as exc:
+        if isinstance(exc.__cause__, elasticsearch.AuthorizationException):
+            return version  # credentials without the `monitor` privilege: the check is skipped
+        raise
     problem = mixed_major_versions(
         {str(n.get("name", node_id)): str(n["version"]) for node_id, n in nodes.items() if n.get("version")},
         _major(CLIENT_VERSION),
