@@ -214,10 +214,10 @@ def start_cluster(
                 f"see {current.console_log}, or run `teran-es elasticsearch stop` first."
             )
         paths.state_file.unlink(missing_ok=True)
+        heap_opts = _heap_options(heap)
+        http_ports = choose_http_ports(nodes, port)  # refused before anything is fetched or started
         java = find_java(required_java_major(version))
         home = install(version, paths, log)
-        heap_opts = _heap_options(heap)
-        http_ports = choose_http_ports(nodes, port)
         members = []
         for name, http_port in zip(names, http_ports, strict=True):
             node_dir = paths.node(version, name)
