@@ -386,7 +386,8 @@ def test_reingest_into_elasticsearch_is_idempotent(openmoji, ingested, es_admin)
 
     def written() -> tuple[int, int]:
         es_admin.indices.refresh(index=index_name)
-        stats = es_admin.indices.stats(index=index_name, metric="indexing")["indices"][index_name]
+        # keyed by the concrete index behind the alias
+        stats = next(iter(es_admin.indices.stats(index=index_name, metric="indexing")["indices"].values()))
         return es_admin.count(index=index_name)["count"], stats["primaries"]["indexing"]["index_total"]
 
     before = written()
