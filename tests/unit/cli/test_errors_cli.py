@@ -125,3 +125,16 @@ def test_make_synthetic_bad_arguments_and_an_unwritable_destination(tmp_path, ar
     (tmp_path / "a-file").write_text("in the way\n")
     code, output = invoke("make-synthetic", tmp_path / "a-file" / "data", *args)
     assert_clean_failure(code, output, message, exit_code=exit_code)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("ingest", "--rebuild", "--retry-failed"),
+        ("ingest", ".", "--rebuild"),
+        ("ingest",),
+    ],
+)
+def test_ingest_takes_one_of_a_source_retry_failed_or_rebuild(args, tmp_path):
+    code, output = invoke(*args, "--set", f"workdir={tmp_path / 'work'}")
+    assert_clean_failure(code, output, "give a SOURCE to ingest, or --retry-failed, or --rebuild", exit_code=2)
