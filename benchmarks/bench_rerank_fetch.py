@@ -85,8 +85,16 @@ def build_index(client, name: str, collection, encoder, store: FeatureStore) -> 
     seconds = time.perf_counter() - t
     time.sleep(11)  # store statistics are cached for 10 s
     stats = client.indices.stats(index=name, metric="store")["indices"][name]["primaries"]["store"]["size_in_bytes"]
+    # per field: the codes' doc values, and the copy of the whole source (codes included) that the
+    # server keeps for replica recovery until the retention lease expires (12 h by default)
+    usage = client.perform_request("POST", f"/{name}/_disk_usage", params={"run_expensive_tasks": "true"},
+                                   headers={"accept": "application/json"})
+    fields = usage.body[name]["fields"]
+    per_field = {f: int(fields[f]["total_in_bytes"]) for f in (CODES_FIELD, "_source", "_recovery_source", "cells")
+                 if f in fields}
     return {"documents": ok, "seconds": round(seconds, 1), "bytes": int(stats),
-            "bytes_per_image": round(int(stats) / collection.n_images, 1)}
+            "bytes_per_image": round(int(stats) / collection.n_images, 1),
+            "bytes_per_image_by_field": {f: round(b / collection.n_images, 1) for f, b in per_field.items()}}
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
