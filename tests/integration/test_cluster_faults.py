@@ -270,6 +270,23 @@ class KillWhenIndexed(threading.Thread):
         self.join(timeout=10)
 
 
+def test_status_and_url_see_every_node(cluster):
+    from click.testing import CliRunner
+
+    from teran_es.cli import cli
+    from teran_es.server.cluster import cluster_status
+    from teran_es.server.process import local_url
+
+    found = cluster_status(cluster.cache)
+    assert found is not None and found.running and found.number_of_nodes == 3
+    assert [n.name for n in found.nodes] == ["node-1", "node-2", "node-3"]
+    assert all(n.alive and n.answers for n in found.nodes) and found.master in {n.name for n in found.nodes}
+    assert local_url(cluster.cache) == urls(cluster.cache)
+    result = CliRunner(env={"TERAN_ES_CACHE": str(cluster.cache)}).invoke(cli, ["elasticsearch", "status"])
+    assert result.exit_code == 0, result.output
+    assert "3 of 3 nodes joined" in result.output and result.output.count(": running at http://127.0.0.1:") == 3
+
+
 def test_data_node_killed_mid_ingest_then_rerun_is_exact(cluster, collection, tmp_path):
     name = f"teran-cluster-ingest-{uuid.uuid4().hex[:8]}"
     config = load_config(None, [*collection.overrides, f"workdir={tmp_path / 'work'}", f"index.name={name}",
