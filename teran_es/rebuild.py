@@ -1,8 +1,9 @@
 """Rebuild a pipeline's Elasticsearch index without downtime: ``teran-es ingest --rebuild``.
 
-Every image of the feature store is encoded again with the pipeline's current first stage
-(for example after a new quantizer was fitted, or to change ``elasticsearch.shards`` /
-``replicas``) into a new index behind the same alias; searches answer from the old index until
+Every image of the feature store is encoded again with the work directory's first stage (the
+saved quantizer: a new one must be put there first) into a new index with the pipeline's current
+index settings (``elasticsearch.shards`` / ``replicas``, rerank codes with
+``store.location="elasticsearch"``) behind the same alias; searches answer from the old index until
 the alias switches (``index.elastic_rebuild``). What a hit shows (path, caption) is copied from
 the old index. The source images are not needed.
 """
