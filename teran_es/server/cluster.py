@@ -136,7 +136,7 @@ def cluster_status(cache_dir: str | os.PathLike[str] | None = None) -> ClusterSt
     nodes: list[NodeStatus] = []
     for node in state.nodes:
         alive = pid_alive(node.pid, node.pid_start_ticks)
-        info = http_get_json(f"{node.url}/_nodes/_local?filter_path=nodes.*.version", timeout=3.0) if alive else None
+        info = http_get_json(f"{node.url}/_nodes/_local?filter_path=nodes.*.version", timeout=10.0) if alive else None
         version = next((n.get("version") for n in (info or {}).get("nodes", {}).values()), None)
         nodes.append(NodeStatus(node.name, node.url, node.pid, alive, info is not None, version))
     health = master = count = None
