@@ -175,6 +175,9 @@ class ExtractorConfig:
 class StoreConfig:
     dtype: str = "fp16"  # fp32 | fp16 | int8
     shard_size: int = 4096  # images per Arrow shard file (docs/feature-store.md)
+    # where the rerank reads region codes: "local" (this store) | "elasticsearch" (also written into
+    # each document, fetched with the candidates, so any client of the cluster can rerank; docs/cluster.md)
+    location: str = "local"
 
 
 @dataclass
@@ -441,8 +444,11 @@ def url_without_credentials(url: str, mask: str = "") -> str:
 
     The client accepts credentials in the URL, but a saved file must not hold them (no mask: the
     next run takes them from the environment) and a message must not show them (a mask such as
-    ``"***"`` still tells the reader that some were given).
+    ``"***"`` still tells the reader that some were given). Several comma-separated URLs (the
+    nodes of one cluster) are each treated so.
     """
+    if "," in url:
+        return ",".join(url_without_credentials(part.strip(), mask) for part in url.split(","))
     parts = urllib.parse.urlsplit(url)
     if parts.username is None and parts.password is None:
         return url

@@ -39,9 +39,10 @@ from teran_es.index import Index, SurrogateDocument, open_index
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
 from teran_es.store import FeatureStore
+from teran_es.store.wire import pack
 from teran_es.surrogate import FirstStageEncoder, fit_encoder
 from teran_es.surrogate.terms import parse_region_document_id, region_document_id
-from teran_es.workdir import Artifacts, index_meta, open_quantizer
+from teran_es.workdir import Artifacts, index_meta, open_quantizer, rerank_codes_dtype
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ class Ingestor:
         if self.paths.quantizer.exists():
             self.quantizer = open_quantizer(config, self.paths.quantizer, self.model_fingerprint)
         self.index: Index | None = None
+        # the store dtype whose codes each document carries (store.location="elasticsearch"), or None
+        self.codes_dtype = rerank_codes_dtype(config)
         self._bad_items = 0  # items skipped with a logged reason during the current ingest
         # region features for images given as files, when the model has no front end;
         # built from config.extractor on first need (loading its weights takes a while)
@@ -143,9 +146,19 @@ class Ingestor:
         if self.index is None:
             assert self.quantizer is not None
             self.index = open_index(
-                self.config, create=True, meta=index_meta(self.quantizer, self.model_fingerprint)
+                self.config, create=True, meta=self.index_meta()
             )
+            if self.codes_dtype and self.index.meta().get("rerank_codes") != self.codes_dtype:
+                raise ConfigError(
+                    f"store.location=elasticsearch, but index {self.config.resolved_index_name()!r} carries no "
+                    f"{self.codes_dtype} rerank codes: run `teran-es ingest --rebuild` to add them"
+                )
         return self.index
+
+    def index_meta(self) -> dict:
+        """What the pipeline's index records: fingerprints, and the dtype of its rerank codes."""
+        assert self.quantizer is not None
+        return index_meta(self.quantizer, self.model_fingerprint, self.codes_dtype)
 
     def _log_skipped(self, item_id: str | None, reason: str) -> None:
         self._bad_items += 1
@@ -222,6 +235,7 @@ class Ingestor:
         assert self.quantizer is not None
         batch = self.quantizer.encode_images(regions, mask)
         doc_ids = batch.ids(ids)
+        packed = self._packed_codes(ids) if self.codes_dtype else None
         docs = []
         for doc_id, row, terms in zip(
             doc_ids, batch.image_rows.tolist(), self.quantizer.term_dicts(batch.encoding), strict=True
@@ -237,9 +251,20 @@ class Ingestor:
                     caption=rec.captions[0] if rec is not None and rec.captions else None,
                     metadata={"image_id": ids[row]},
                     field=self.quantizer.index_field,
+                    rerank_codes=packed[row] if packed is not None else None,
                 )
             )
         return docs
+
+    def _packed_codes(self, ids: list[str]) -> list[str]:
+        """Each image's stored codes as the text its document carries (``store.wire.pack``)."""
+        assert self.codes_dtype is not None
+        codes, scales, mask = self.store.get_codes(ids)
+        counts = mask.sum(dim=1).tolist()
+        return [
+            pack(codes[i].numpy(), None if scales is None else scales[i].numpy(), counts[i], self.codes_dtype)
+            for i in range(len(ids))
+        ]
 
     # -- the run ---------------------------------------------------------------------------
 

@@ -18,11 +18,12 @@ from teran_es.index import Index, IndexHit, IndexMismatchError, open_index
 from teran_es.index.base import Query
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
-from teran_es.rerank import rerank_exact
+from teran_es.rerank import RegionSource, rerank_exact
 from teran_es.store import FeatureStore
+from teran_es.store.fetched import FetchedRegions
 from teran_es.surrogate import FirstStageEncoder, group_region_hits
 from teran_es.surrogate.terms import region_document_id, region_hits_needed
-from teran_es.workdir import Artifacts, WorkdirNotFoundError, index_meta, open_quantizer
+from teran_es.workdir import Artifacts, WorkdirNotFoundError, index_meta, open_quantizer, rerank_codes_dtype
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Searcher:
         self.store = store
         self.index = index
         self.device = device
+        # store.location="elasticsearch": the rerank reads the codes fetched with the candidates
+        self.codes_dtype = rerank_codes_dtype(config)
 
     @classmethod
     def open(cls, config: PipelineConfig, model: TERAN | None = None, device: str | None = None) -> Searcher:
@@ -95,6 +98,15 @@ class Searcher:
         if not index.meta().get("model_fingerprint"):
             raise IndexMismatchError(
                 f"index {config.resolved_index_name()!r} records no model fingerprint; re-ingest it"
+            )
+        codes = rerank_codes_dtype(config)
+        if codes and index.meta().get("rerank_codes") != codes:
+            index.close()
+            store.close()
+            raise IndexMismatchError(
+                f"store.location=elasticsearch, but index {config.resolved_index_name()!r} carries "
+                f"{index.meta().get('rerank_codes') or 'no'} rerank codes, not {codes}: rebuild it with "
+                "`teran-es ingest --rebuild` (same settings), or search with store.location=local"
             )
         return cls(config, model, quantizer, store, index, dev)
 
@@ -150,6 +162,7 @@ class Searcher:
         t = time.perf_counter()
         words, mask = self.encode_query(text)
         timings["encode"] = time.perf_counter() - t
+        regions: RegionSource = self.store
         if exact:
             candidate_ids = None
             reranked = len(self.store)
@@ -158,7 +171,11 @@ class Searcher:
             query = self.first_stage_query(words, mask)
             if not query:
                 raise QueryError(f"the query {text!r} gives no surrogate terms")
-            first = self.candidates(query, max(n_candidates, k))
+            if self.codes_dtype:
+                first, packed = self.index.search_with_codes(query, max(n_candidates, k))
+                regions = FetchedRegions(packed, self.model.config.embed_dim, self.codes_dtype)
+            else:
+                first = self.candidates(query, max(n_candidates, k))
             timings["recall"] = time.perf_counter() - t
             candidate_ids = [h.id for h in first]
             reranked = len(candidate_ids)
@@ -177,7 +194,7 @@ class Searcher:
         scored = rerank_exact(
             words,
             mask,
-            self.store,
+            regions,
             candidate_ids,
             k,
             kind=self.model.config.score,

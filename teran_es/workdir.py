@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from teran_es.config import PipelineConfig
-from teran_es.errors import TeranError
+from teran_es.errors import ConfigError, TeranError
 from teran_es.surrogate import FirstStageEncoder, cell_encoder, encoder, load_encoder
 
 QUANTIZER_FILE = "quantizer.npz"
@@ -47,9 +47,35 @@ class Artifacts:
         self.skipped = self.root / SKIPPED_FILE
 
 
-def index_meta(quantizer: FirstStageEncoder, model_fp: str) -> dict:
-    """What an index records about the encoder and model that built its documents."""
-    return {"quantizer_fingerprint": quantizer.fingerprint, "model_fingerprint": model_fp}
+STORE_LOCATIONS = ("local", "elasticsearch")
+
+
+def index_meta(quantizer: FirstStageEncoder, model_fp: str, rerank_codes: str | None = None) -> dict:
+    """What an index records about the encoder and model that built its documents, and the dtype
+    of the region codes its documents carry for the rerank (``store.location="elasticsearch"``)."""
+    meta = {"quantizer_fingerprint": quantizer.fingerprint, "model_fingerprint": model_fp}
+    if rerank_codes:
+        meta["rerank_codes"] = rerank_codes
+    return meta
+
+
+def rerank_codes_dtype(config: PipelineConfig) -> str | None:
+    """The store dtype whose codes the index documents carry, or None when the rerank reads the
+    local store only (``store.location``); refuses the combinations that cannot carry them."""
+    location = config.store.location
+    if location not in STORE_LOCATIONS:
+        raise ConfigError(f"store.location={location!r}: choose one of {', '.join(STORE_LOCATIONS)}")
+    if location == "local":
+        return None
+    if config.index.backend != "elasticsearch":
+        raise ConfigError(
+            f"store.location=elasticsearch keeps the rerank codes in the Elasticsearch index; the "
+            f"{config.index.backend} backend is local anyway: use store.location=local"
+        )
+    if config.quantizer.kind != "cells" and config.quantizer.pooling == "region":
+        raise ConfigError("store.location=elasticsearch needs one document per image; quantizer.pooling=region "
+                          "makes one per region: choose max or sum pooling, or store.location=local")
+    return config.store.dtype
 
 
 def document_settings(kind: str) -> tuple[str, ...]:

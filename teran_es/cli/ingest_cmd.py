@@ -33,8 +33,15 @@ from teran_es.index import BACKENDS
     help="Instead of a SOURCE: index again the documents the index rejected (the dead-letter file), "
     "rebuilt from the feature store.",
 )
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Instead of a SOURCE: rebuild the Elasticsearch index from the feature store into a new index "
+    "behind the same alias (searches keep answering; the alias switches once the new index is checked).",
+)
 @json_option
-def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_size, retry_failed, as_json):
+def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_size, retry_failed, rebuild,
+           as_json):
     """Ingest SOURCE: encode, store, quantize, index.
 
     SOURCE is Parquet region features, a bottom-up folder, a folder of images (ids are the
@@ -45,15 +52,21 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
     Re-running the same command resumes: what is already stored and indexed is skipped.
     Documents the index rejects (after retries with backoff) are written to a dead-letter
     file; `--retry-failed` indexes them again and removes the file once that is done.
+
+    `--rebuild` (Elasticsearch) re-encodes every stored image with the pipeline's current first
+    stage and index settings into the alias's next index, switches the alias atomically when
+    the new index is complete (count and fingerprints checked) and deletes the old one; when
+    anything fails, the alias stays on the old index.
     """
     from tqdm import tqdm
 
     from teran_es.features.sources import iter_source_records
     from teran_es.indexer import Ingestor
+    from teran_es.rebuild import rebuild_index
     from teran_es.retry import retry_failed as retry_dead_letters
 
-    if retry_failed == (source is not None):
-        raise click.UsageError("give a SOURCE to ingest, or --retry-failed (not both)")
+    if (retry_failed or rebuild) == (source is not None) or (retry_failed and rebuild):
+        raise click.UsageError("give a SOURCE to ingest, or --retry-failed, or --rebuild (one of them)")
     config = load_pipeline(pipeline_path, overrides, checkpoint=checkpoint, backend=backend)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # The client logs each connection it revives at WARNING; retries are reported by the index.
@@ -62,6 +75,9 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
         with Ingestor(config) as ingestor:
             if retry_failed:
                 retried = retry_dead_letters(ingestor)
+            elif rebuild:
+                with tqdm(desc="rebuild", unit="img", total=len(ingestor.store), file=sys.stderr, disable=None) as bar:
+                    rebuilt = rebuild_index(ingestor, progress=bar.update)
             else:
                 records = iter_source_records(
                     source,
@@ -73,6 +89,9 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
                     report = ingestor.ingest(records, batch_size=batch_size, progress=bar)
         if retry_failed:
             _report_retry(config, retried, as_json)
+            return
+        if rebuild:
+            _report_rebuild(rebuilt, as_json)
             return
     except (TeranError, FileNotFoundError) as exc:  # FileNotFoundError: source, feature or model files
         raise click.ClickException(str(exc)) from None
@@ -116,3 +135,13 @@ def _report_retry(config, retried, as_json: bool) -> None:
         )
     if retried.failed or retried.not_in_store:
         click.echo(f"what still fails is in {retried.dead_letter_path}")
+
+
+def _report_rebuild(report, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    click.echo(
+        f"rebuilt {report.alias!r}: {report.count} documents in {report.new_index!r} (checked), alias switched "
+        f"from {report.old_index!r}, which was deleted ({report.seconds:.1f} s)"
+    )

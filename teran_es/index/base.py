@@ -48,6 +48,7 @@ class SurrogateDocument:
     caption: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     field: str = TERMS_FIELD
+    rerank_codes: str | None = None  # the image's packed region codes (``store.wire``), or None
 
 
 @dataclass(frozen=True)

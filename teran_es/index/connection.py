@@ -1,7 +1,8 @@
 """Where the Elasticsearch server is and how to authenticate (pure resolution; no client import).
 
 Order: ``ElasticsearchConfig.url``, else ``$ELASTICSEARCH_URL``, else the local server
-recorded by ``teran-es elasticsearch start``. Credentials come only from the environment
+recorded by ``teran-es elasticsearch start``. A URL may name several nodes of one cluster,
+comma-separated (the live nodes of a local cluster are given that way). Credentials come only from the environment
 (variables named in the config) and are never logged or shown: ``repr`` redacts them.
 """
 
@@ -59,9 +60,15 @@ class ConnectionSettings:
 
     __str__ = __repr__
 
+    @property
+    def hosts(self) -> list[str]:
+        """The node URLs: ``url`` may list several nodes of one cluster, comma-separated; the
+        client spreads requests over them and retries another when one does not answer."""
+        return [part.strip() for part in self.url.split(",") if part.strip()]
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``elasticsearch.Elasticsearch`` (holds secrets: never log it)."""
-        kwargs: dict[str, Any] = {"hosts": [self.url], "request_timeout": self.request_timeout}
+        kwargs: dict[str, Any] = {"hosts": self.hosts, "request_timeout": self.request_timeout}
         if self.api_key:
             kwargs["api_key"] = self.api_key
         elif self.username:
@@ -97,10 +104,12 @@ def resolve_connection(
                 f"and {CA_CERTS_ENV} if needed)"
             )
         url, source = found, f"local server ({state_file})"
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise NoElasticsearchError(
-            f"Elasticsearch URL {url_without_credentials(url, REDACTED)!r} (from {source}) needs a scheme: http:// or https://"
-        )
+    for part in url.split(","):
+        if urllib.parse.urlsplit(part.strip()).scheme not in ("http", "https"):
+            raise NoElasticsearchError(
+                f"Elasticsearch URL {url_without_credentials(part.strip(), REDACTED)!r} (from {source}) needs a "
+                "scheme: http:// or https:// (several nodes of one cluster: comma-separated URLs)"
+            )
     api_key = env.get(config.api_key_env) or None
     username = env.get(config.username_env) or None
     password = env.get(config.password_env) or None

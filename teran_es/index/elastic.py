@@ -1,4 +1,5 @@
-"""The Elasticsearch backend: ``ElasticIndex``, the ``Index`` over one Elasticsearch index.
+"""The Elasticsearch backend: ``ElasticIndex``, the ``Index`` over one Elasticsearch index, reached
+through its alias (``elastic_alias.py``).
 
 This module opens the index and searches and reads it; connecting, the server check, index
 creation and error translation are ``elastic_server.py``, bulk writes with retries and
@@ -19,15 +20,23 @@ from elasticsearch import Elasticsearch
 
 from teran_es.config import ElasticsearchConfig
 from teran_es.errors import ConfigError
-from teran_es.index import es_queries
-from teran_es.index.base import AddReport, IndexError_, IndexHit, Query, SurrogateDocument
+from teran_es.index import elastic_alias, es_queries
+from teran_es.index.base import (
+    AddReport,
+    IndexError_,
+    IndexHit,
+    IndexUnavailableError,
+    Query,
+    SurrogateDocument,
+)
 from teran_es.index.connection import resolve_connection
 from teran_es.index.elastic_bulk import bulk_delete, bulk_index
 from teran_es.index.elastic_server import (
     CLIENT_VERSION,
     DocumentNotFound,
+    check_index,
     check_server,
-    create_or_open,
+    create_index,
     error_summary,
     server_version_of,
     translated_errors,
@@ -55,8 +64,10 @@ class ElasticIndex:
         formulation: str,
         owns_client: bool,
         server_version: str,
+        target: elastic_alias.Target | None = None,
     ):
-        self.name = name
+        self.name = name  # what every request addresses: the alias (or an older teran-es's index)
+        self.target = target or elastic_alias.Target(name, name, legacy=True)
         self.server_version = server_version
         self.formulation = formulation
         self.dead_letter_path = dead_letter_path
@@ -80,7 +91,12 @@ class ElasticIndex:
         formulation: str | None = None,
     ) -> ElasticIndex:
         """Connect, check the server, then create the index (recording ``meta``) or open it and
-        check its fingerprints against ``meta``."""
+        check its fingerprints against ``meta``.
+
+        ``name`` is an alias: a new index is created as ``<name>-000001`` with the alias on it;
+        an existing alias must point at exactly one index, which must not be red. A concrete
+        index called ``name`` (made by an older teran-es) is used as it is; ``teran-es ingest
+        --rebuild`` turns it into an alias without downtime."""
         formulation = formulation or config.query_formulation or es_queries.DEFAULT_FORMULATION
         if formulation not in es_queries.FORMULATIONS:
             raise ConfigError(
@@ -95,7 +111,8 @@ class ElasticIndex:
             where = "the given Elasticsearch client"
         try:
             version = check_server(client, where)
-            recorded = create_or_open(client, name, config, meta, create, where)
+            target = _open_target(client, name, config, meta, create, where)
+            recorded = check_index(client, target.concrete, meta, where, _label(target))
         except BaseException:
             if owns_client:
                 client.close()
@@ -103,7 +120,21 @@ class ElasticIndex:
         dead_letter = Path(
             dead_letter_path or config.dead_letter_path or f"{name}.dead-letter.jsonl"
         ).absolute()
-        return cls(client, name, recorded, config, where, dead_letter, formulation, owns_client, version)
+        return cls(client, name, recorded, config, where, dead_letter, formulation, owns_client, version, target)
+
+    @property
+    def client(self) -> Elasticsearch:
+        """The client (for the rebuild and the tests; owned by this index when it made it)."""
+        return self._client
+
+    @property
+    def where(self) -> str:
+        """The server, described without secrets."""
+        return self._where
+
+    @property
+    def config(self) -> ElasticsearchConfig:
+        return self._config
 
     # -- the Index protocol -----------------------------------------------------------------
 
@@ -122,8 +153,30 @@ class ElasticIndex:
             return []
         body = es_queries.search_body(query, k, self.formulation)
         with self._translated("searching"):
-            response = self._client.search(index=self.name, body=body)
+            # all shards or an error: never a silent part of the collection (a node lost, no replica)
+            response = self._client.search(index=self.name, body=body, allow_partial_search_results=False)
         return _hits(response["hits"]["hits"])
+
+    def search_with_codes(self, query: Query, k: int) -> tuple[list[IndexHit], dict[str, str]]:
+        """``search``, with each hit's packed rerank codes (``store.wire``) fetched in the same
+        request; needs an index created with ``rerank_codes`` in its metadata."""
+        validate_query(query)
+        if k <= 0:
+            return [], {}
+        body = es_queries.search_body(query, k, self.formulation, with_codes=True)
+        with self._translated("searching with rerank codes"):
+            response = self._client.search(index=self.name, body=body, allow_partial_search_results=False)
+        raw = response["hits"]["hits"]
+        codes = {}
+        for h in raw:
+            values = h.get("fields", {}).get(es_queries.RERANK_CODES_FIELD)
+            if not values:
+                raise IndexError_(
+                    f"document {h['fields'][es_queries.ID_FIELD][0]!r} of {self.name!r} carries no rerank codes; "
+                    "rebuild the index with store.location=elasticsearch (`teran-es ingest --rebuild`)"
+                )
+            codes[h["fields"][es_queries.ID_FIELD][0]] = values[0]
+        return _hits(raw), codes
 
     def search_many(self, queries: Sequence[Query], k: int) -> list[list[IndexHit]]:
         """One ``_msearch`` per ``msearch_batch`` queries; results in query order."""
@@ -200,9 +253,10 @@ class ElasticIndex:
     # -- maintenance and measurement (not part of the protocol) ------------------------------
 
     def delete_index(self) -> None:
-        """Delete the whole index from the server (tests, benchmarks)."""
-        with self._translated("deleting the index"):
-            self._client.indices.delete(index=self.name, ignore_unavailable=True)
+        """Delete the whole index from the server, every concrete index behind the alias (tests, benchmarks)."""
+        for index in elastic_alias.concrete_indexes(self._client, self.name, self._where):
+            with self._translated("deleting the index"):
+                self._client.indices.delete(index=index, ignore_unavailable=True)
 
     def flush(self) -> None:
         with self._translated("flushing"):
@@ -219,12 +273,12 @@ class ElasticIndex:
         """Bytes of the index's primary shards on the server's disk."""
         with self._translated("reading index statistics"):
             stats = self._client.indices.stats(index=self.name, metric="store")
-        return int(stats["indices"][self.name]["primaries"]["store"]["size_in_bytes"])
+        return sum(int(i["primaries"]["store"]["size_in_bytes"]) for i in stats["indices"].values())
 
     def segment_count(self) -> int:
         with self._translated("reading index statistics"):
             stats = self._client.indices.stats(index=self.name, metric="segments")
-        return int(stats["indices"][self.name]["primaries"]["segments"]["count"])
+        return sum(int(i["primaries"]["segments"]["count"]) for i in stats["indices"].values())
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -235,6 +289,38 @@ class ElasticIndex:
 
     def __repr__(self) -> str:
         return f"ElasticIndex(name={self.name!r}, server={self._where!r}, formulation={self.formulation!r})"
+
+
+def _open_target(
+    client: Elasticsearch,
+    name: str,
+    config: ElasticsearchConfig,
+    meta: Mapping[str, Any] | None,
+    create: bool,
+    where: str,
+) -> elastic_alias.Target:
+    """The one index behind ``name``, created (first generation, alias on it) when allowed."""
+    target = elastic_alias.resolve(client, name, where)
+    if target is not None:
+        elastic_alias.check_not_red(client, target, where)
+        return target
+    if not create:
+        raise IndexUnavailableError(
+            f"Elasticsearch index (or alias) {name!r} does not exist on {where}; ingest first (or check index.name)"
+        )
+    first = elastic_alias.generation_name(name, 1)
+    create_index(client, first, config, meta, where, alias=name)
+    target = elastic_alias.resolve(client, name, where)
+    if target is None:
+        raise IndexUnavailableError(
+            f"index {first!r} exists on {where} but alias {name!r} does not point at it (a build that was "
+            f"cut short?); delete index {first!r} and ingest again"
+        )
+    return target
+
+
+def _label(target: elastic_alias.Target) -> str:
+    return repr(target.alias) if target.legacy else f"{target.alias!r} (index {target.concrete!r})"
 
 
 def _hits(raw: Sequence[Mapping[str, Any]]) -> list[IndexHit]:

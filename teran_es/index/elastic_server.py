@@ -1,8 +1,9 @@
-"""Talking to the Elasticsearch server before and around any document: the server check, the
-index's creation from the shipped mapping (with the pipeline's fingerprints in ``_meta``) or the
-check of an existing one, and the translation of client errors into ``IndexError_`` subclasses
-whose messages say what to do. One of the three modules that import ``elasticsearch`` (with
-``elastic.py`` and ``elastic_bulk.py``).
+"""Talking to the Elasticsearch server before and around any document: the server check (every
+node on the client's major version), a concrete index's creation from the shipped mapping (with
+the pipeline's fingerprints in ``_meta``) or the check of an existing one, and the translation of
+client errors into ``IndexError_`` subclasses whose messages say what to do. One of the modules
+that import ``elasticsearch`` (with ``elastic.py``, ``elastic_alias.py``, ``elastic_bulk.py``
+and ``elastic_rebuild.py``).
 """
 
 from __future__ import annotations
@@ -141,44 +142,76 @@ def check_server(client: Elasticsearch, where: str) -> str:
             f"client: the major versions must match. Use a {_major(CLIENT_VERSION)}.x cluster (e.g. "
             "`teran-es elasticsearch start`), or install the matching `elasticsearch` Python package."
         )
+    try:
+        with translated_errors("listing the cluster's nodes", where):
+            nodes = client.nodes.info(filter_path="nodes.*.name,nodes.*.version").get("nodes", {})
+    except IndexUnavailableError as exc:
+        if isinstance(exc.__cause__, elasticsearch.AuthorizationException):
+            return version  # credentials without the `monitor` privilege: the check is skipped
+        raise
+    problem = mixed_major_versions(
+        {str(n.get("name", node_id)): str(n["version"]) for node_id, n in nodes.items() if n.get("version")},
+        _major(CLIENT_VERSION),
+    )
+    if problem:
+        raise IndexUnavailableError(f"the cluster at {where} {problem}")
     return version
 
 
-def create_or_open(
+def mixed_major_versions(node_versions: Mapping[str, str], client_major: int) -> str | None:
+    """What is wrong when the nodes (name -> version) do not all run ``client_major``.x, naming
+    the odd ones; None when they do. (A rolling upgrade leaves a cluster in that state.)"""
+    odd = {name: v for name, v in sorted(node_versions.items()) if _major(v) != client_major}
+    if not odd:
+        return None
+    listed = ", ".join(f"{name} runs {version}" for name, version in odd.items())
+    return (
+        f"mixes major versions: {listed}, while this teran-es needs {client_major}.x on every node. Finish "
+        f"the upgrade (or downgrade) of those nodes, or take them out of the cluster, before using it."
+    )
+
+
+def create_index(
     client: Elasticsearch,
-    name: str,
+    index: str,
     config: ElasticsearchConfig,
     meta: Mapping[str, Any] | None,
-    create: bool,
     where: str,
-) -> dict[str, Any]:
-    """Create the index from the shipped mapping, or open and check an existing one. Returns its ``_meta``."""
-    with translated_errors("opening the index", where, name):
-        exists = bool(client.indices.exists(index=name))
-        if not exists:
-            if not create:
-                raise IndexUnavailableError(
-                    f"Elasticsearch index {name!r} does not exist on {where}; ingest first"
-                )
-            definition = es_queries.index_definition(
-                load_mapping(IMAGE_INDEX, CURRENT_VERSION),
-                {**dict(meta or {}), "created_by": f"teran-es {teran_es.__version__}"},
-                shards=config.shards,
-                replicas=config.replicas,
+    alias: str | None = None,
+) -> bool:
+    """Create the concrete ``index`` from the shipped mapping with ``config``'s shards and
+    replicas and ``meta`` in ``_meta`` (and ``alias`` on it, in the same request); wait until
+    it is yellow. Returns False when it already existed (another process created it first)."""
+    definition = es_queries.index_definition(
+        load_mapping(IMAGE_INDEX, CURRENT_VERSION),
+        {**dict(meta or {}), "created_by": f"teran-es {teran_es.__version__}"},
+        shards=config.shards,
+        replicas=config.replicas,
+    )
+    with translated_errors("creating the index", where, index):
+        try:
+            client.indices.create(
+                index=index, settings=definition["settings"], mappings=definition["mappings"],
+                aliases={alias: {}} if alias else None,
             )
-            try:
-                client.indices.create(
-                    index=name, settings=definition["settings"], mappings=definition["mappings"]
-                )
-                client.cluster.health(index=name, wait_for_status="yellow", timeout="30s")
-            except elasticsearch.BadRequestError as exc:
-                if "resource_already_exists_exception" not in str(exc.body):
-                    raise
-                # Another process created it first: open it like any existing index.
-        mapping = client.indices.get_mapping(index=name)
-    body = mapping[name]["mappings"] if name in mapping else next(iter(mapping.values()))["mappings"]
+        except elasticsearch.BadRequestError as exc:
+            if "resource_already_exists_exception" not in str(exc.body):
+                raise
+            return False
+        client.options(ignore_status=408).cluster.health(index=index, wait_for_status="yellow", timeout="30s")
+    return True
+
+
+def check_index(
+    client: Elasticsearch, index: str, meta: Mapping[str, Any] | None, where: str, label: str | None = None
+) -> dict[str, Any]:
+    """Check that the concrete ``index`` is a teran-es image index whose fingerprints match
+    ``meta``; returns its ``_meta``. ``label`` names it in messages (default: its name)."""
+    with translated_errors("opening the index", where, index):
+        mapping = client.indices.get_mapping(index=index)
+    body = mapping[index]["mappings"] if index in mapping else next(iter(mapping.values()))["mappings"]
     recorded = dict(body.get("_meta") or {})
-    target = f"Elasticsearch index {name!r} on {where}"
+    target = f"Elasticsearch index {label or repr(index)} on {where}"
     field_type = body.get("properties", {}).get(TERMS_FIELD, {}).get("type")
     if field_type != "sparse_vector" or recorded.get("mapping") != IMAGE_INDEX:
         raise IndexMismatchError(

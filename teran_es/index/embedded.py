@@ -301,7 +301,32 @@ class EmbeddedIndex:
         return len(self._where) + sum(1 for i in self._pending if i not in self._where)
 
     def refresh(self) -> None:
+        """Writable: commit what is buffered. Read-only: move the snapshot to the latest commit
+        (what a writer in another process has committed since the open)."""
+        if self.read_only:
+            self._reload()
+            return
         self._flush()
+
+    def _reload(self, attempts: int = 5) -> None:
+        # A writer may commit again and remove files of the manifest just read: read it anew.
+        for attempt in range(attempts):
+            try:
+                with (self.path / MANIFEST).open(encoding="utf-8") as fh:
+                    manifest = json.load(fh)
+                if manifest.get("generation") == self._manifest.get("generation"):
+                    return
+                previous = self._manifest
+                self._manifest = manifest
+                try:
+                    self._load_segments()
+                except BaseException:
+                    self._manifest = previous
+                    raise
+                return
+            except (OSError, ValueError):
+                if attempt == attempts - 1:
+                    raise
 
     def _require_writable(self) -> None:
         if self.read_only:

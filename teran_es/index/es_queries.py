@@ -32,6 +32,8 @@ DEFAULT_FORMULATION = "sparse_vector"
 # _id), not from stored fields: fetching _id as a stored field cost about 17 ms per 1,000 hits
 # on the 2-core box, the doc values about 1 ms.
 ID_FIELD = "image_id"
+# binary, doc values only: an image's region codes for the rerank (store.location="elasticsearch")
+RERANK_CODES_FIELD = "rerank_codes"
 
 
 def bool_term_query(query: Mapping[str, float], field: str = TERMS_FIELD) -> dict[str, Any]:
@@ -91,9 +93,14 @@ def weighted_terms_query(
 
 
 def search_body(
-    query: Query, k: int, formulation: str = DEFAULT_FORMULATION, field: str = TERMS_FIELD
+    query: Query,
+    k: int,
+    formulation: str = DEFAULT_FORMULATION,
+    field: str = TERMS_FIELD,
+    with_codes: bool = False,
 ) -> dict[str, Any]:
-    """Top-``k`` by score: no total hit count (lets Lucene skip non-competitive docs), no _source."""
+    """Top-``k`` by score: no total hit count (lets Lucene skip non-competitive docs), no _source;
+    ``with_codes``: each hit's rerank codes too, from doc values, in the same request."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     return {
@@ -102,7 +109,7 @@ def search_body(
         "track_total_hits": False,
         "_source": False,
         "stored_fields": "_none_",
-        "docvalue_fields": [ID_FIELD],
+        "docvalue_fields": [ID_FIELD, RERANK_CODES_FIELD] if with_codes else [ID_FIELD],
         # Ties by id, as the embedded index breaks them: which of several tied documents make the
         # top k must not depend on Lucene's internal document numbers.
         "sort": [{"_score": "desc"}, {ID_FIELD: "asc"}],
@@ -116,10 +123,12 @@ def msearch_body(
     formulation: str = DEFAULT_FORMULATION,
     field: str = TERMS_FIELD,
 ) -> list[dict[str, Any]]:
-    """The header/body pairs of one ``_msearch`` request, in query order."""
+    """The header/body pairs of one ``_msearch`` request, in query order. No partial results:
+    a query whose shards are not all searched (a node lost, no replica) fails instead of
+    silently missing documents."""
     body: list[dict[str, Any]] = []
     for query in queries:
-        body.append({"index": index})
+        body.append({"index": index, "allow_partial_search_results": False})
         body.append(search_body(query, k, formulation, field))
     return body
 
@@ -144,6 +153,8 @@ def document_source(doc: SurrogateDocument) -> dict[str, Any]:
         source["caption"] = doc.caption
     if doc.metadata:
         source["metadata"] = dict(doc.metadata)
+    if doc.rerank_codes is not None:
+        source[RERANK_CODES_FIELD] = doc.rerank_codes
     return source
 
 
@@ -198,4 +209,11 @@ def index_definition(
         if value is not None:
             recorded[key] = value
     mappings["_meta"] = recorded
+    if recorded.get("rerank_codes"):
+        # not indexed (binary never is); doc values so a search returns it with the candidates
+        mappings["properties"] = {**mappings["properties"], RERANK_CODES_FIELD: {"type": "binary", "doc_values": True}}
+        # served from doc values; kept out of _source, which would hold a second copy
+        source = dict(mappings.get("_source") or {})
+        source["excludes"] = [*source.get("excludes", []), RERANK_CODES_FIELD]
+        mappings["_source"] = source
     return {"settings": settings, "mappings": mappings}

@@ -1,5 +1,8 @@
 """Starting, watching and stopping the local single-node Elasticsearch process.
 
+A local cluster (``cluster.py``) is recorded in the same state file; ``status``, ``local_url``
+and ``stop`` here cover all of its nodes.
+
 ``start`` unpacks the distribution when needed (``install.py``), finds a Java (``java.py``),
 launches the node detached on 127.0.0.1 with free ports and security off, waits until it
 answers healthy and only then records it in the state file (``state.py``). ``status`` and
@@ -129,9 +132,18 @@ def log_tail(path: Path, lines: int = 40) -> str:
 def local_url(cache_dir: str | os.PathLike[str] | None = None) -> str | None:
     """The URL of the local server when its recorded process still runs (no HTTP round trip)."""
     state = read_state(cache_dir)
-    if state is None or not pid_alive(state.pid, state.pid_start_ticks):
+    if state is None:
         return None
-    return state.url
+    urls = [url for url, pid, ticks in _members(state) if pid_alive(pid, ticks)]
+    # A cluster answers on every live node: the client spreads requests and fails over among them.
+    return ",".join(urls) or None
+
+
+def _members(state: ServerState) -> list[tuple[str, int, int | None]]:
+    """(url, pid, start ticks) of each recorded node: the one server, or every node of a cluster."""
+    if not state.nodes:
+        return [(state.url, state.pid, state.pid_start_ticks)]
+    return [(n.url, n.pid, n.pid_start_ticks) for n in state.nodes]
 
 
 @dataclass
@@ -150,20 +162,22 @@ class ServerStatus:
 
 
 def status(cache_dir: str | os.PathLike[str] | None = None) -> ServerStatus:
-    """Running means: the recorded process is alive AND the HTTP port answers."""
+    """Running means: the recorded process is alive AND the HTTP port answers. For a cluster:
+    some node is alive and answers (``cluster.cluster_status`` reports node by node)."""
     paths = server_paths(cache_dir)
     state = read_state(cache_dir)
     if state is None:
         return ServerStatus(False, False, False, None, None, None, str(paths.state_file), None, None)
-    alive = pid_alive(state.pid, state.pid_start_ticks)
-    health = cluster_health(state.url) if alive else None
+    live = [(url, pid) for url, pid, ticks in _members(state) if pid_alive(pid, ticks)]
+    url, pid = live[0] if live else (state.url, state.pid)
+    health = cluster_health(url) if live else None
     return ServerStatus(
-        running=alive and health is not None,
-        pid_alive=alive,
+        running=bool(live) and health is not None,
+        pid_alive=bool(live),
         http_ok=health is not None,
-        url=state.url,
+        url=url,
         version=state.version,
-        pid=state.pid,
+        pid=pid,
         state_file=str(paths.state_file),
         console_log=state.console_log,
         health=health,
@@ -374,8 +388,10 @@ def stop(cache_dir: str | os.PathLike[str] | None = None, timeout: float = DEFAU
         if state is None:
             paths.state_file.unlink(missing_ok=True)
             return None
-        was_alive = pid_alive(state.pid, state.pid_start_ticks)
-        _terminate(state.pid, state.pid_start_ticks, timeout)
+        members = _members(state)
+        was_alive = any(pid_alive(pid, ticks) for _, pid, ticks in members)
+        for _, pid, ticks in members:  # every node of a cluster, each by its own pid
+            _terminate(pid, ticks, timeout)
         paths.state_file.unlink(missing_ok=True)
         return state if was_alive else None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from teran_es.config import default_cache_dir
@@ -59,6 +59,10 @@ class ServerPaths:
         # One data directory per version: an older server cannot read a newer one's files.
         return self.root / f"data-{version}"
 
+    def node(self, version: str, name: str) -> Path:
+        """A cluster node's own directory (``data``, ``logs``, ``tmp`` below it), per version."""
+        return self.root / f"cluster-{version}" / name
+
 
 def server_paths(cache_dir: str | os.PathLike[str] | None = None) -> ServerPaths:
     """The local server's directories under ``cache_dir`` (default: the teran-es cache)."""
@@ -67,8 +71,27 @@ def server_paths(cache_dir: str | os.PathLike[str] | None = None) -> ServerPaths
 
 
 @dataclass
+class NodeState:
+    """One node of a local cluster: enough to reach it, stop it by pid and start it again."""
+
+    name: str
+    url: str
+    pid: int
+    pid_start_ticks: int | None
+    http_port: int
+    transport_port: int
+    data_dir: str
+    logs_dir: str
+    console_log: str
+
+
+@dataclass
 class ServerState:
-    """What ``start`` wrote: enough to reach, describe and stop the server."""
+    """What ``start`` wrote: enough to reach, describe and stop the server.
+
+    For a local cluster (``start --nodes N``) the top-level fields describe its first node and
+    ``nodes`` lists every node (the first included); a single node has ``nodes == []``.
+    """
 
     url: str
     pid: int
@@ -84,6 +107,10 @@ class ServerState:
     transport_port: int
     heap: str
     started_at: str
+    nodes: list[NodeState] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.nodes = [n if isinstance(n, NodeState) else NodeState(**n) for n in self.nodes]
 
 
 def read_state(cache_dir: str | os.PathLike[str] | None = None) -> ServerState | None:

@@ -93,7 +93,8 @@ def open_es_index(es_config, es_admin, tmp_path):
     for index in opened:
         index.close()
     for name in names:
-        es_admin.indices.delete(index=name, ignore_unavailable=True)
+        for concrete in es_admin.indices.get(index=name, ignore_unavailable=True):  # the alias's indexes
+            es_admin.indices.delete(index=concrete)
 
 
 @pytest.fixture(scope="session")
@@ -130,3 +131,23 @@ def private_server_cache(server_cache_with_distribution, tmp_path):
     cache = server_cache_with_distribution(tmp_path / "server-cache")
     yield cache
     stop(cache)
+
+
+CLUSTER_NODES = 3
+CLUSTER_HEAP = "256m"  # three nodes on a small CI machine; enough for the fault tests' collections
+
+
+@pytest.fixture(scope="session")
+def es_cluster(server_cache_with_distribution, tmp_path_factory):
+    """A real 3-node local cluster (`teran-es elasticsearch start --nodes 3`) in a cache directory
+    of its own, started once for the session and stopped (every node) at its end. Yields
+    ``(state, cache_dir)``; tests may kill nodes and must restart them (``cluster.restart_node``)."""
+    from teran_es.server.cluster import start_cluster
+    from teran_es.server.process import stop
+
+    cache = server_cache_with_distribution(tmp_path_factory.mktemp("cluster") / "server-cache")
+    try:
+        state, _ = start_cluster(CLUSTER_NODES, heap=CLUSTER_HEAP, cache_dir=cache, log=lambda _line: None)
+        yield state, cache
+    finally:
+        stop(cache)

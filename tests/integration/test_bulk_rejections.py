@@ -244,7 +244,8 @@ def ingest_through_proxy(synthetic_dataset, tiny_pipeline, tmp_path, proxy, es_a
     pipeline = save_config(config, tmp_path / "pipeline.toml")
     ids = [r.image_id for r in ColumnarReader(synthetic_dataset.data_path).iter_records()]
     yield pipeline, ids, tmp_path / "work"
-    es_admin.indices.delete(index=name, ignore_unavailable=True)
+    for concrete in es_admin.indices.get(index=name, ignore_unavailable=True):  # the alias's indexes
+        es_admin.indices.delete(index=concrete)
 
 
 def run(*args) -> dict:

@@ -256,7 +256,8 @@ def test_ingest_process_killed_mid_way_then_rerun_loses_and_duplicates_nothing(
         name = f"teran-fault-{uuid.uuid4().hex[:10]}"
         overrides += [f"index.name={name}", f"elasticsearch.url={request.getfixturevalue('es_url')}"]
         admin = request.getfixturevalue("es_admin")
-        request.addfinalizer(lambda: admin.indices.delete(index=name, ignore_unavailable=True))
+        request.addfinalizer(lambda: [admin.indices.delete(index=concrete)
+                                      for concrete in admin.indices.get(index=name, ignore_unavailable=True)])
     command = ["ingest", collection.source, "--pipeline", collection.pipeline, *settings(*overrides)]
     with open(tmp_path / "killed-ingest.log", "wb") as log:
         proc = subprocess.Popen(cli_command(*command), stdout=log, stderr=subprocess.STDOUT)

@@ -101,7 +101,8 @@ def ingested(openmoji, es_shared_config, es_admin, tmp_path_factory):
         reports = {b: run_ingest(configs[b], openmoji["model"], openmoji["files"]) for b in BACKENDS}
         yield configs, reports, index_name
     finally:
-        es_admin.indices.delete(index=index_name, ignore_unavailable=True)
+        for concrete in es_admin.indices.get(index=index_name, ignore_unavailable=True):  # the alias's indexes
+            es_admin.indices.delete(index=concrete)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,8 @@ def evaluations(openmoji, eval_sample, es_shared_config, es_admin, tmp_path_fact
         yield results
     finally:
         for name in es_indices:
-            es_admin.indices.delete(index=name, ignore_unavailable=True)
+            for concrete in es_admin.indices.get(index=name, ignore_unavailable=True):  # the alias's indexes
+                es_admin.indices.delete(index=concrete)
 
 
 @pytest.fixture(scope="module")
@@ -384,7 +386,8 @@ def test_reingest_into_elasticsearch_is_idempotent(openmoji, ingested, es_admin)
 
     def written() -> tuple[int, int]:
         es_admin.indices.refresh(index=index_name)
-        stats = es_admin.indices.stats(index=index_name, metric="indexing")["indices"][index_name]
+        # keyed by the concrete index behind the alias
+        stats = next(iter(es_admin.indices.stats(index=index_name, metric="indexing")["indices"].values()))
         return es_admin.count(index=index_name)["count"], stats["primaries"]["indexing"]["index_total"]
 
     before = written()

@@ -42,7 +42,8 @@ def pipelines(synthetic_dataset, tiny_pipeline, tmp_path, es_url, index_name, es
     model = build_model(configs["embedded"].model).eval()
     records = list(ColumnarReader(synthetic_dataset.data_path).iter_records())
     yield configs, model, records
-    es_admin.indices.delete(index=index_name, ignore_unavailable=True)
+    for concrete in es_admin.indices.get(index=index_name, ignore_unavailable=True):  # the alias's indexes
+        es_admin.indices.delete(index=concrete)
 
 
 def run_ingest(config, model, records):
@@ -90,3 +91,72 @@ def test_searching_with_another_model_is_refused(pipelines):
     other = build_model(config.model).eval()
     with pytest.raises((StoreMismatchError, IndexMismatchError, QuantizerMismatchError)):
         Searcher.open(config, model=other)
+
+
+def test_rebuild_from_the_store_switches_the_alias_and_answers_the_same(pipelines, es_admin):
+    from teran_es.errors import ConfigError
+    from teran_es.rebuild import rebuild_index
+
+    configs, model, records = pipelines
+    config = configs["elasticsearch"]
+    ingested = run_ingest(config, model, records)
+    name = config.resolved_index_name()
+    assert sorted(es_admin.indices.get_alias(name=name)) == [f"{name}-000001"]
+
+    def answers():
+        searcher = Searcher.open(config, model=model)
+        try:
+            return [[(h.id, h.caption) for h in searcher.search(text, k=10, candidates=50).hits] for text in QUERIES]
+        finally:
+            searcher.close()
+
+    before = answers()
+    with Ingestor(config, model=model) as ingestor:
+        seen = []
+        report = rebuild_index(ingestor, chunk=50, progress=seen.append)
+    assert report.switched and report.old_removed and report.failed == 0
+    assert report.count == report.sent == ingested.total_in_index
+    assert sum(seen) == len(records)
+    assert sorted(es_admin.indices.get_alias(name=name)) == [f"{name}-000002"]
+    assert not es_admin.indices.exists(index=f"{name}-000001")
+    assert answers() == before  # same store, same first stage: the same hits, captions copied over
+
+    with Ingestor(configs["embedded"], model=model) as ingestor, pytest.raises(ConfigError, match="no alias"):
+        rebuild_index(ingestor)
+
+
+def test_rerank_codes_in_elasticsearch_give_the_local_stores_hits(pipelines, es_admin):
+    """store.location=elasticsearch: the documents carry the region codes, the search fetches them
+    with the candidates and reranks from them: the same hits and scores as from the local store.
+    An index without codes is refused for it, and a rebuild adds them."""
+    import dataclasses
+
+    from teran_es.rebuild import rebuild_index
+
+    configs, model, records = pipelines
+    local = configs["elasticsearch"]
+    remote = dataclasses.replace(local, store=dataclasses.replace(local.store, location="elasticsearch"))
+    run_ingest(local, model, records)  # an index without codes
+    with pytest.raises(IndexMismatchError, match="carries no rerank codes.*--rebuild"):
+        Searcher.open(remote, model=model)
+    with Ingestor(remote, model=model) as ingestor:
+        report = rebuild_index(ingestor)
+    assert report.switched
+    name = local.resolved_index_name()
+    mapping = next(iter(es_admin.indices.get_mapping(index=name).values()))["mappings"]
+    assert mapping["properties"]["rerank_codes"] == {"type": "binary", "doc_values": True}
+    assert mapping["_meta"]["rerank_codes"] == local.store.dtype
+
+    searchers = {"local": Searcher.open(local, model=model), "remote": Searcher.open(remote, model=model)}
+    try:
+        for text in QUERIES:
+            got = {where: s.search(text, k=10, candidates=40) for where, s in searchers.items()}
+            assert got["remote"].candidates == got["local"].candidates > 0
+            assert [(h.id, h.score, h.caption) for h in got["remote"].hits] == \
+                [(h.id, h.score, h.caption) for h in got["local"].hits]
+    finally:
+        for s in searchers.values():
+            s.close()
+    # a new ingest into it keeps carrying codes
+    more = run_ingest(remote, model, records)
+    assert more.index_failed == 0

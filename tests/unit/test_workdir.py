@@ -114,3 +114,35 @@ def test_a_query_that_probes_no_indexed_cell_gets_no_hits_and_a_message(ingested
         assert searcher.search("a red cat", k=5, exact=True).hits  # the exact scan still answers
     finally:
         searcher.close()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], None),
+        (["index.backend=elasticsearch", "store.location=elasticsearch", "store.dtype=int8"], "int8"),
+        (["index.backend=elasticsearch", "store.location=elasticsearch", "quantizer.kind=scalar",
+          "quantizer.pooling=max"], "fp16"),
+    ],
+)
+def test_where_the_rerank_codes_live(overrides, expected):
+    from teran_es.workdir import rerank_codes_dtype
+
+    assert rerank_codes_dtype(load_config(None, overrides)) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["store.location=cloud"], "choose one of local, elasticsearch"),
+        (["store.location=elasticsearch"], "backend is local anyway"),
+        (["index.backend=elasticsearch", "store.location=elasticsearch", "quantizer.kind=scalar",
+          "quantizer.pooling=region"], "one document per image"),
+    ],
+)
+def test_rerank_codes_where_they_cannot_live_are_refused(overrides, message):
+    from teran_es.errors import ConfigError
+    from teran_es.workdir import rerank_codes_dtype
+
+    with pytest.raises(ConfigError, match=message):
+        rerank_codes_dtype(load_config(None, overrides))

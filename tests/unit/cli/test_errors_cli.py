@@ -71,6 +71,21 @@ def test_elasticsearch_start_that_fails(monkeypatch, tmp_path):
     assert_clean_failure(code, output, "no Java 21 or newer found")
 
 
+def test_elasticsearch_start_with_no_nodes_or_a_taken_port(monkeypatch, tmp_path):
+    import socket
+
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path))
+    code, output = invoke("elasticsearch", "start", "--nodes", "0")
+    assert_clean_failure(code, output, "0 nodes: give 1", exit_code=2)
+    with socket.socket() as sock:  # a port that is really taken: refused before anything starts
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        code, output = invoke("elasticsearch", "start", "--nodes", "3", "--port", taken - 1)
+    assert_clean_failure(code, output, f"port {taken} on 127.0.0.1 is taken", "--port 0")
+    assert not (tmp_path / "elasticsearch" / "state.json").exists()
+
+
 def test_elasticsearch_url_when_none_runs(monkeypatch, tmp_path):
     monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path))  # an empty cache: no recorded server
     code, output = invoke("elasticsearch", "url")
@@ -110,3 +125,16 @@ def test_make_synthetic_bad_arguments_and_an_unwritable_destination(tmp_path, ar
     (tmp_path / "a-file").write_text("in the way\n")
     code, output = invoke("make-synthetic", tmp_path / "a-file" / "data", *args)
     assert_clean_failure(code, output, message, exit_code=exit_code)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("ingest", "--rebuild", "--retry-failed"),
+        ("ingest", ".", "--rebuild"),
+        ("ingest",),
+    ],
+)
+def test_ingest_takes_one_of_a_source_retry_failed_or_rebuild(args, tmp_path):
+    code, output = invoke(*args, "--set", f"workdir={tmp_path / 'work'}")
+    assert_clean_failure(code, output, "give a SOURCE to ingest, or --retry-failed, or --rebuild", exit_code=2)

@@ -55,7 +55,7 @@ def test_msearch_body_pairs_a_header_with_each_query_in_order():
     queries = [{"a": 1.0}, {"b": 2.0}, {"c": 3.0}]
     body = es_queries.msearch_body("images", queries, 5, "sparse_vector")
     assert len(body) == 6
-    assert body[0::2] == [{"index": "images"}] * 3
+    assert body[0::2] == [{"index": "images", "allow_partial_search_results": False}] * 3
     assert [b["query"]["sparse_vector"]["query_vector"] for b in body[1::2]] == queries
     assert all(b["size"] == 5 for b in body[1::2])
 
@@ -106,3 +106,19 @@ def test_index_definition_records_fingerprints_and_shard_layout_without_touching
     assert "unset" not in meta
     assert "quantizer_fingerprint" not in shipped["mappings"]["_meta"]
     assert shipped["settings"]["index"]["number_of_shards"] == 1
+
+
+def test_rerank_codes_travel_as_a_doc_values_field_kept_out_of_source():
+    from teran_es.index.base import SurrogateDocument
+    from teran_es.index.mappings import load_mapping
+
+    plain = es_queries.index_definition(load_mapping(), {"quantizer_fingerprint": "q"}, 1, 0)
+    assert es_queries.RERANK_CODES_FIELD not in plain["mappings"]["properties"]
+    with_codes = es_queries.index_definition(load_mapping(), {"rerank_codes": "int8"}, 1, 0)
+    assert with_codes["mappings"]["properties"][es_queries.RERANK_CODES_FIELD] == {"type": "binary", "doc_values": True}
+    assert es_queries.RERANK_CODES_FIELD in with_codes["mappings"]["_source"]["excludes"]
+    doc = SurrogateDocument(id="a", terms={"t": 1}, rerank_codes="AAEC")
+    assert es_queries.document_source(doc)[es_queries.RERANK_CODES_FIELD] == "AAEC"
+    assert es_queries.RERANK_CODES_FIELD not in es_queries.document_source(SurrogateDocument(id="a", terms={"t": 1}))
+    body = es_queries.search_body({"t": 1.0}, 5, "sparse_vector", with_codes=True)
+    assert body["docvalue_fields"] == [es_queries.ID_FIELD, es_queries.RERANK_CODES_FIELD]
