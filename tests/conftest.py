@@ -202,6 +202,8 @@ def authors_data(tmp_path_factory):
             raise ValueError(dataset)
         return root
 
+    return make
+
 
 # -- a small real OpenMoji collection, ingested, and `teran-es serve` over it ---------------
 
