@@ -19,6 +19,7 @@ VERBS: dict[str, str] = {
     "make-synthetic": "teran_es.cli.synthetic_cmd:make_synthetic",
     "import-checkpoint": "teran_es.cli.import_checkpoint_cmd:import_checkpoint",
     "openmoji": "teran_es.cli.openmoji_cmd:openmoji",
+    "emoji": "teran_es.cli.emoji_cmd:emoji",
 }
 
 
