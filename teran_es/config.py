@@ -117,8 +117,9 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    format: str = "parquet"  # parquet | bottom-up | synthetic | openmoji (images + captions, for a front end)
-    path: str = ""  # for openmoji: the built collection's directory; "" = the default one in the cache
+    # parquet | bottom-up | synthetic | openmoji or emoji (images + captions of a built collection, for a front end)
+    format: str = "parquet"
+    path: str = ""  # for openmoji / emoji: the built collection's directory; "" = the default one in the cache
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"

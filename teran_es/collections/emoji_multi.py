@@ -91,6 +91,11 @@ def collection_dir_for(cache_dir: str | os.PathLike[str] | None, sources: tuple[
     return base / "collections" / name
 
 
+def default_collection_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the default build (all sources, Twemoji held out, 96 px, seed 0) is."""
+    return collection_dir_for(cache_dir, SOURCES, HELD_OUT, DEFAULT_SIZE, 0)
+
+
 def concept_of(code: str) -> str:
     """The concept of a code sequence: the sequence without variation selectors (FE0E, FE0F)."""
     return "-".join(part for part in code.upper().split("-") if part not in ("FE0E", "FE0F"))

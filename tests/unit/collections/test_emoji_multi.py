@@ -166,3 +166,16 @@ def test_names_without_a_source_are_skipped(tmp_path, npm_dir, openmoji_svgs):
     assert concept_of("2764-FE0F") == "2764" and concept_of("1f44d-1f3fb") == "1F44D-1F3FB"
     with pytest.raises(ValueError, match="unknown emoji sources"):
         build(tmp_path, npm_dir, openmoji_svgs, sources=("openmoji", "apple"))
+
+
+def test_the_emoji_data_format_reads_the_collection(tmp_path, npm_dir, openmoji_svgs, monkeypatch):
+    from teran_es.collections.emoji_multi import default_collection_dir
+    from teran_es.collections.openmoji import with_default_collection
+    from teran_es.config import DataConfig
+    from teran_es.features import open_image_set
+
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    assert with_default_collection(DataConfig(format="emoji")).path == str(default_collection_dir())
+    directory = build(tmp_path, npm_dir, openmoji_svgs)
+    held = open_image_set(DataConfig(format="emoji", path=str(directory)), HELDOUT_SPLIT, image_size=SIZE)
+    assert len(held) == 6 and all(image_id.startswith("twemoji-") for image_id in held.image_ids)
