@@ -16,6 +16,7 @@ the same sample is given beside them. Writes benchmarks/results/generalisation.j
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,7 @@ def exact(model, regions, mask, protocol, progress):
 def pipeline(model, config, meta, image_set, rows, protocol, candidates, sample, label, progress):
     """Text -> image R@K through ingest + recall + rerank on the protocol's gallery."""
     workdir = default_cache_dir() / "bench" / f"generalisation-{meta['fingerprint'][:12]}-{protocol.name}"
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh store, first stage and index every run
     config.workdir = str(workdir)
     config.index.backend = "embedded"
     config.index.name = f"generalisation-{label}-{protocol.name}"
