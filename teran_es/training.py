@@ -53,6 +53,7 @@ from teran_es.features import open_image_set
 from teran_es.model.checkpoint import load_checkpoint, save_checkpoint
 from teran_es.model.loss import build_loss
 from teran_es.model.teran import TERAN
+from teran_es.region_cache import cached_region_set, frozen_pretrained_frontend
 from teran_es.training_batches import build_text_cache, caption_pairs, collate
 from teran_es.training_step import StepWarmupSchedule, amp_settings, build_optimizer, train_step
 
@@ -139,6 +140,7 @@ class TrainingRun:
         seed_everything(cfg.seed)
         self._open_data(on_error)
         state = self._open_model(restart)
+        self._cache_regions()
         self._build_optimisation()
         self.start_epoch, self.iteration = 0, 0
         self.best_rsum, self.best_epoch, self.best_metrics = -math.inf, -1, {}
@@ -179,6 +181,15 @@ class TrainingRun:
         self.model.train()
         save_config(self.config, self.out / CONFIG_FILE)
         return state
+
+    def _cache_regions(self) -> None:
+        """With a frozen pretrained front end, train and validate on its regions, computed once
+        per image and cached (region_cache.py), not on pixels every step."""
+        if frozen_pretrained_frontend(self.model) is None:
+            return
+        size = self.config.model.image_size
+        self.train_set = cached_region_set(self.model, self.train_set, size, progress=self.progress)
+        self.val_set = cached_region_set(self.model, self.val_set, size, progress=self.progress)
 
     def _resume(self) -> tuple[Any, dict[str, Any]]:
         """(model, training state) from ``last/``; refuses a run whose model differs from the config."""

@@ -21,6 +21,7 @@ VERBS: dict[str, str] = {
     "reproduce": "teran_es.cli.reproduce_cmd:reproduce",
     "openmoji": "teran_es.cli.openmoji_cmd:openmoji",
     "serve": "teran_es.cli.serve_cmd:serve",
+    "emoji": "teran_es.cli.emoji_cmd:emoji",
 }
 
 

@@ -24,7 +24,7 @@ from teran_es.index import BACKENDS
 @click.option(
     "--format",
     "data_format",
-    type=click.Choice(["auto", "parquet", "bottom-up", "openmoji"]),
+    type=click.Choice(["auto", "parquet", "bottom-up", "openmoji", "emoji"]),
     default="auto",
     show_default=True,
     help="Data format; auto = the checkpoint's own for a model with an image front end, else "

@@ -1,9 +1,12 @@
 """The sources of emoji descriptions, read as they ship.
 
-* The Unicode CLDR English annotations (Debian's ``unicode-cldr-core``): a spoken name
-  ("tts") and ``|``-separated keywords per emoji, with sequences (skin tones, ZWJ families)
-  in ``annotationsDerived``; flag names come from CLDR's territory and subdivision names.
-  Optional: :func:`load_cldr` gives None when it is not installed.
+* The Unicode CLDR English annotations: a spoken name ("tts") and ``|``-separated keywords
+  per emoji, with sequences (skin tones, ZWJ families) in ``annotationsDerived``; flag names
+  come from CLDR's territory and subdivision names. By default the subset that teran-es ships
+  (``data/cldr-en-emoji.json``, CLDR 41 as Debian's ``unicode-cldr-core`` has it, with its
+  Unicode licence beside it), so a collection's captions are the same on every machine
+  whatever is installed; a CLDR ``common`` directory is read instead only when named
+  (``cldr_dir``, or the environment variable ``TERAN_ES_CLDR_DIR``).
 * The PyPI package ``emoji``: a name and aliases (GitHub/Slack short codes) per emoji.
 
 Both are keyed by the emoji's text without variation selectors.
@@ -12,6 +15,7 @@ Both are keyed by the emoji's text without variation selectors.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -21,9 +25,11 @@ from pathlib import Path
 
 from teran_es.collections.emoji_codes import without_variation_selectors
 
-# Where Debian's unicode-cldr-core puts the CLDR data; TERAN_ES_CLDR_DIR overrides it.
+# Where Debian's unicode-cldr-core puts the CLDR data (what the bundled subset was made from).
 DEBIAN_CLDR_DIR = Path("/usr/share/unicode/cldr/common")
-CLDR_DIR_ENV = "TERAN_ES_CLDR_DIR"
+CLDR_DIR_ENV = "TERAN_ES_CLDR_DIR"  # a CLDR common directory to read instead of the bundled subset
+BUNDLED_CLDR = Path(__file__).parent / "data" / "cldr-en-emoji.json"
+BUNDLED_LABEL = "bundled with teran-es: teran_es/collections/data/cldr-en-emoji.json"
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,12 @@ class CldrAnnotations:
 
 
 def resolve_cldr_dir(cldr_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The CLDR ``common`` directory to read, or None when there is none."""
-    candidate = Path(cldr_dir) if cldr_dir else Path(os.environ.get(CLDR_DIR_ENV) or DEBIAN_CLDR_DIR)
+    """The CLDR ``common`` directory named by ``cldr_dir`` or ``TERAN_ES_CLDR_DIR`` when it has
+    the English annotations; None otherwise (nothing named, or nothing there)."""
+    named = cldr_dir or os.environ.get(CLDR_DIR_ENV)
+    if not named:
+        return None
+    candidate = Path(named)
     return candidate if (candidate / "annotations" / "en.xml").is_file() else None
 
 
@@ -76,9 +86,40 @@ def _read_cldr_version(common: Path) -> str:
 
 
 def load_cldr(cldr_dir: str | os.PathLike[str] | None = None) -> CldrAnnotations | None:
-    """Read the English CLDR annotations and flag names; None when CLDR is not installed."""
-    common = resolve_cldr_dir(cldr_dir)
-    return None if common is None else _load_cldr_tree(common)
+    """The English CLDR annotations and flag names: of the ``common`` directory named by
+    ``cldr_dir`` or ``TERAN_ES_CLDR_DIR`` (None when it has none), else the bundled subset."""
+    if cldr_dir or os.environ.get(CLDR_DIR_ENV):
+        common = resolve_cldr_dir(cldr_dir)
+        return None if common is None else _load_cldr_tree(common)
+    return load_bundled_cldr()
+
+
+@functools.lru_cache(maxsize=1)
+def load_bundled_cldr(path: Path = BUNDLED_CLDR) -> CldrAnnotations:
+    """The CLDR subset teran-es ships (written by :func:`cldr_subset`)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return CldrAnnotations(
+        tts=data["tts"],
+        keywords={key: tuple(words) for key, words in data["keywords"].items()},
+        territories=data["territories"],
+        subdivisions=data["subdivisions"],
+        version=data["version"],
+        path=BUNDLED_LABEL if path == BUNDLED_CLDR else str(path),
+    )
+
+
+def cldr_subset(cldr: CldrAnnotations, subdivisions: set[str]) -> dict:
+    """What the bundled file holds: every annotation and territory name, and the names of
+    ``subdivisions`` only (the few that have flags), as JSON-ready data."""
+    return {
+        "version": cldr.version,
+        "source": "Unicode CLDR (https://cldr.unicode.org), common/annotations, annotationsDerived, "
+        "main and subdivisions en.xml; Unicode License (cldr-en-emoji.LICENSE)",
+        "tts": dict(sorted(cldr.tts.items())),
+        "keywords": {key: list(words) for key, words in sorted(cldr.keywords.items())},
+        "territories": dict(sorted(cldr.territories.items())),
+        "subdivisions": {key: name for key, name in sorted(cldr.subdivisions.items()) if key in subdivisions},
+    }
 
 
 @functools.lru_cache(maxsize=4)  # the files are installed data; parsing them takes ~0.5 s

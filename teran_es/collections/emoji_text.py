@@ -8,8 +8,9 @@ Three sources, read as they ship:
 
 The last two are read by ``emoji_sources.py``; code point sequences are ``emoji_codes.py``.
 This module normalises what the sources say into one :class:`Description` per sequence and
-turns it into captions. CLDR is optional: without it the captions come from the other two
-sources, and the manifest of a collection says which sources were used.
+turns it into captions. CLDR is the subset teran-es ships unless another CLDR directory is
+named, so the captions are the same on every machine; the manifest of a collection says
+which sources (and versions) were used.
 """
 
 from __future__ import annotations
@@ -126,11 +127,12 @@ class EmojiDescriber:
 
     @classmethod
     def from_installed(cls, cldr_dir: str | os.PathLike[str] | None = None) -> EmojiDescriber:
-        """A describer of the installed sources (CLDR from ``cldr_dir``, else the usual places)."""
+        """A describer of the installed sources (CLDR from ``cldr_dir`` or ``TERAN_ES_CLDR_DIR``
+        when named, else the bundled subset)."""
         cldr = load_cldr(cldr_dir)
         if cldr is None:
             log.warning(
-                "CLDR annotations not found (install Debian's unicode-cldr-core or set %s); "
+                "no CLDR annotations in the directory named (cldr_dir or %s); "
                 "captions come from unicodedata and the emoji package only",
                 CLDR_DIR_ENV,
             )

@@ -380,8 +380,12 @@ def iter_split(collection_dir: str | os.PathLike[str] | None, split: str) -> Ite
 
 
 def with_default_collection(data: DataConfig) -> DataConfig:
-    """``data`` itself, or for the ``openmoji`` format with an empty path a copy pointed at the
-    collection of the installed OpenMoji release (built or not) in the cache."""
-    if data.format != "openmoji" or data.path:
+    """``data`` itself, or for the ``openmoji`` (``emoji``) format with an empty path a copy
+    pointed at the OpenMoji (multi-source emoji) collection in the cache, built or not."""
+    if data.path or data.format not in ("openmoji", "emoji"):
         return data
+    if data.format == "emoji":
+        from teran_es.collections.emoji_multi import default_collection_dir as emoji_collection_dir
+
+        return dataclasses.replace(data, path=str(emoji_collection_dir()))
     return dataclasses.replace(data, path=str(default_collection_dir()))

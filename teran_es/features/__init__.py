@@ -54,18 +54,18 @@ def open_image_set(
     """The images of ``split`` (the first ``limit`` when > 0) from ``data.path``.
 
     Parquet splits are held in memory; bottom-up splits read their files on demand. The
-    ``openmoji`` format reads the built image collection at ``data.path``
+    ``openmoji`` and ``emoji`` formats read the built image collection at ``data.path``
     (:mod:`~teran_es.features.image_table`) as pixels (:class:`~teran_es.features.pixels.ImageFile`,
     decoded at ``image_size`` and held in memory) for a model with an image front end. Which
     collection an empty path means is the collection's to say
     (:func:`teran_es.collections.openmoji.with_default_collection`), not this reader's.
     """
-    if data.format == "openmoji":
+    if data.format in ("openmoji", "emoji"):
         from teran_es.features.image_table import iter_collection_images
         from teran_es.features.pixels import image_file_set
 
         if not image_size:
-            raise ConfigError("the openmoji format gives pixels: a model with an image front end is needed")
+            raise ConfigError(f"the {data.format} format gives pixels: a model with an image front end is needed")
         if not data.path:
             raise ConfigError(
                 "data.path is empty: point it at a built image collection (`teran-es openmoji info` "
@@ -107,4 +107,4 @@ def open_image_set(
             captions_per_image=per_image,
         )
         return bottom_up.image_set(split, limit=limit)
-    raise ConfigError(f"unknown data format {data.format!r} (parquet | bottom-up | synthetic | openmoji)")
+    raise ConfigError(f"unknown data format {data.format!r} (parquet | bottom-up | synthetic | openmoji | emoji)")

@@ -38,6 +38,13 @@ import transformers
 import teran_es
 from teran_es.config import ConfigError, ModelConfig, PipelineConfig, load_config, save_config
 from teran_es.errors import TeranError
+from teran_es.model.pretrained_frontend import (
+    PretrainedRegions,
+    frontend_package,
+    load_package_state,
+    package_version,
+    weights_fingerprint,
+)
 from teran_es.model.teran import TERAN
 from teran_es.model.textual import (
     DEFAULT_BACKBONE_PACKAGE,
@@ -53,6 +60,7 @@ TEXT_CONFIG_FILE = "text_backbone.json"
 TOKENIZER_DIR = "tokenizer"
 META_FILE = "meta.json"
 BACKBONE_PREFIX = "textual.backbone."
+FRONTEND_PREFIX = "frontend.network."
 WEIGHTS_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
@@ -143,6 +151,44 @@ def _source_backbone_fingerprint(directory: str, layers: int, keys: tuple[str, .
     return state_fingerprint({key: state[key[len(BACKBONE_PREFIX) :]] for key in keys})
 
 
+def frozen_frontend_keys(model: TERAN) -> list[str]:
+    """State-dict names of a pretrained front end's frozen weights and buffers (sorted); [] for
+    a model without one. The weights of fine-tuned blocks are stored, not referenced."""
+    if not isinstance(model.frontend, PretrainedRegions):
+        return []
+    tuned = tuple(FRONTEND_PREFIX + name + "." for name in model.frontend.tuned_modules)
+    return sorted(
+        name for name in model.state_dict() if name.startswith(FRONTEND_PREFIX) and not name.startswith(tuned)
+    )
+
+
+def _frontend_reference(model: TERAN, state: dict[str, torch.Tensor], keys: list[str]) -> dict[str, Any]:
+    name = model.config.frontend
+    return {
+        "frontend": name,
+        "package": frontend_package(name),
+        "version": package_version(name),
+        "keys": keys,
+        "fingerprint": weights_fingerprint({key[len(FRONTEND_PREFIX) :]: state[key] for key in keys}),
+    }
+
+
+def _check_frontend_reference(model: TERAN, reference: dict[str, Any], root: Path) -> None:
+    """Refuse a pretrained front end whose installed weights differ from the checkpoint's."""
+    package_state = load_package_state(model.config.frontend)
+    names = [key[len(FRONTEND_PREFIX) :] for key in reference["keys"]]
+    missing = [name for name in names if name not in package_state]
+    found = None if missing else weights_fingerprint({name: package_state[name] for name in names})
+    if found != reference.get("fingerprint"):
+        raise CheckpointError(
+            f"{root}: the image front end weights of the installed {reference['package']} "
+            f"{package_version(model.config.frontend)} are not the ones this checkpoint was trained with "
+            f"({reference['package']} {reference.get('version')}; fingerprint "
+            f"{(found or 'missing keys')[:12]}, expected {str(reference.get('fingerprint'))[:12]}). "
+            f"Install {reference['package']}=={reference.get('version')}, or retrain."
+        )
+
+
 def save_checkpoint(
     model: TERAN,
     directory: str | os.PathLike[str],
@@ -194,6 +240,9 @@ def save_checkpoint(
             )
         reference = {"source": source, "keys": excluded, "fingerprint": fingerprint}
         state = {name: tensor for name, tensor in state.items() if name not in set(excluded)}
+    frontend_keys = frozen_frontend_keys(model)
+    frontend_reference = _frontend_reference(model, state, frontend_keys) if frontend_keys else None
+    state = {name: tensor for name, tensor in state.items() if name not in set(frontend_keys)}
     dtype = WEIGHTS_DTYPES[weights_dtype]
     state = {name: t.to(dtype) if t.is_floating_point() else t for name, t in state.items()}
     tmp = out / (WEIGHTS_FILE + ".tmp")
@@ -211,6 +260,7 @@ def save_checkpoint(
         "has_tokenizer": model.tokenizer is not None,
         "weights_dtype": weights_dtype,
         "text_backbone_reference": reference,
+        "frontend_reference": frontend_reference,
         "extra": extra or {},
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
@@ -312,6 +362,11 @@ def load_checkpoint(
         model = TERAN(
             pipeline.model, text_backbone=backbone_from_config(backbone_config), tokenizer=tokenizer
         )
+    frontend_reference = meta.get("frontend_reference")
+    if frontend_reference:
+        _check_frontend_reference(model, frontend_reference, root)
+        own = model.state_dict()
+        state = {**{key: own[key] for key in frontend_reference["keys"]}, **state}
     _check_state(model, state, weights)
     # fp16 files come back as fp32: load_state_dict copies into the model's own dtype
     model.load_state_dict(state)

@@ -16,7 +16,13 @@ from torch import nn
 from teran_es.config import ModelConfig
 from teran_es.errors import ConfigError
 from teran_es.model.alignment import PADDINGS, SCORE_KINDS, pairwise_scores
+from teran_es.model.efficientnet import EfficientNetLite
 from teran_es.model.grid_cnn import GridRegionEncoder
+from teran_es.model.pretrained_frontend import (
+    PRETRAINED_FRONTENDS,
+    PretrainedRegions,
+    build_pretrained_frontend,
+)
 from teran_es.model.records import ImageEmbeddings, TextEmbeddings
 from teran_es.model.textual import (
     TextEncoder,
@@ -27,7 +33,7 @@ from teran_es.model.textual import (
 )
 from teran_es.model.visual import VisualEncoder, transformer_encoder
 
-FRONTENDS = ("none", "grid-cnn")
+FRONTENDS = ("none", "grid-cnn", *PRETRAINED_FRONTENDS)
 
 
 class TERAN(nn.Module):
@@ -40,7 +46,9 @@ class TERAN(nn.Module):
     ``config.text_trainable_layers`` says.
 
     With ``config.frontend = "grid-cnn"`` the model also takes raw pixels
-    (:meth:`encode_pixels`): a small CNN, trained jointly, turns them into grid regions.
+    (:meth:`encode_pixels`): a small CNN, trained jointly, turns them into grid regions. With
+    ``config.frontend = "efficientnet-lite0"`` a pretrained, frozen EfficientNet-Lite0 does;
+    ``frontend_network`` replaces its package weights (e.g. a tiny random network in tests).
     """
 
     def __init__(
@@ -48,6 +56,7 @@ class TERAN(nn.Module):
         config: ModelConfig,
         text_backbone: transformers.PreTrainedModel | None = None,
         tokenizer=None,
+        frontend_network: EfficientNetLite | None = None,
     ):
         super().__init__()
         if config.score not in SCORE_KINDS:
@@ -64,11 +73,24 @@ class TERAN(nn.Module):
         self.visual = VisualEncoder(config)
         self.textual = TextEncoder(config, text_backbone)
         freeze_backbone(self.textual.backbone, config.text_trainable_layers)
-        self.frontend: GridRegionEncoder | None = None
+        self.frontend: GridRegionEncoder | PretrainedRegions | None = None
         if config.frontend == "grid-cnn":
             self.frontend = GridRegionEncoder(
                 config.region_feature_dim, grid=config.frontend_grid, width=config.frontend_width
             )
+        elif config.frontend in PRETRAINED_FRONTENDS:
+            self.frontend = build_pretrained_frontend(
+                config.frontend,
+                config.frontend_block,
+                config.frontend_grid,
+                config.frontend_trainable_blocks,
+                network=frontend_network,
+            )
+            if self.frontend.feature_dim != config.region_feature_dim:
+                raise ConfigError(
+                    f"model.frontend = {config.frontend!r} gives {self.frontend.feature_dim}-d regions after "
+                    f"block {config.frontend_block}; set model.region_feature_dim = {self.frontend.feature_dim}"
+                )
 
         def reasoning() -> nn.TransformerEncoder | None:
             if config.reasoning_layers == 0:
@@ -236,12 +258,14 @@ def build_model(
     text_backbone: transformers.PreTrainedModel | transformers.PretrainedConfig | None = None,
     tokenizer=None,
     device: torch.device | str = "cpu",
+    frontend_network: EfficientNetLite | None = None,
 ) -> TERAN:
     """A TERAN on ``device``; ``text_backbone`` may be a model, a transformers config
-    (random initialisation, e.g. for tests) or None (load from ``config.text_backbone``)."""
+    (random initialisation, e.g. for tests) or None (load from ``config.text_backbone``);
+    ``frontend_network`` replaces a pretrained front end's package weights."""
     if isinstance(text_backbone, transformers.PretrainedConfig):
         text_backbone = backbone_from_config(text_backbone)
-    return TERAN(config, text_backbone=text_backbone, tokenizer=tokenizer).to(device)
+    return TERAN(config, text_backbone=text_backbone, tokenizer=tokenizer, frontend_network=frontend_network).to(device)
 
 
 def count_parameters(model: TERAN) -> dict[str, int]:

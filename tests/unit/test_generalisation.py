@@ -1,0 +1,68 @@
+"""The generalisation protocols' recall: group ranks against a brute-force reference, and the
+queries and galleries of the three protocols on a small table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from teran_es.evaluation import image_retrieval_ranks
+from teran_es.generalisation import MISS, build_protocols, group_ranks, list_ranks, recalls
+
+
+def brute_force_group_ranks(scores, query_groups, item_groups):
+    ranks = []
+    for q, row in enumerate(scores):
+        order = sorted(range(len(row)), key=lambda i: (-row[i], i))  # ties: lower index first
+        ranks.append(next(pos for pos, i in enumerate(order) if item_groups[i] == query_groups[q]))
+    return np.asarray(ranks)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_ranks_against_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    items, queries = 40, 300
+    item_groups = rng.integers(0, 12, items)
+    query_groups = rng.choice(item_groups, queries)
+    scores = rng.integers(0, 6, (queries, items)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(group_ranks(scores, query_groups, item_groups),
+                                  brute_force_group_ranks(scores, query_groups, item_groups))
+
+
+def test_one_item_per_group_is_image_retrieval():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(7, 20))  # images x captions
+    owners = rng.integers(0, 7, 20)
+    np.testing.assert_array_equal(group_ranks(scores.T, owners, np.arange(7)), image_retrieval_ranks(scores, owners))
+    with pytest.raises(ValueError, match="no relevant"):
+        group_ranks(scores.T, np.full(20, 9), np.arange(7))
+
+
+def test_list_ranks_and_recalls():
+    ranks = list_ranks([[3, 1, 2], [5, 5, 5], [2]], [1, 2, 2])
+    assert ranks.tolist() == [1, MISS, 0]
+    assert recalls(ranks, (1, 2, 10)) == {"r1": 33.33, "r2": 66.67, "r10": 66.67}
+
+
+def row(source, code, split, captions, concept_split=None):
+    return {"image_id": f"{source}-{code}", "concept": code, "split": split, "captions": captions,
+            "concept_split": concept_split or split}
+
+
+def test_protocols_on_a_small_table():
+    rows = [
+        row("openmoji", "A", "test", ["an a", "letter a"]),
+        row("fluent", "A", "test", ["an a", "letter a"]),
+        row("openmoji", "B", "train", ["a b"]),
+        row("twemoji", "A", "heldout-artist", ["an a", "letter a"], "test"),
+        row("twemoji", "B", "heldout-artist", ["a b"], "train"),
+    ]
+    protocols = build_protocols(rows)
+    unseen = protocols["unseen"]
+    assert unseen.texts == ["an a", "letter a"] and unseen.gallery.tolist() == [0, 1, 2, 3, 4]
+    assert unseen.image_queries.tolist() == [0, 1, 3] and unseen.text_pool == ["an a", "letter a", "a b"]
+    held = protocols["heldout"]
+    assert held.gallery.tolist() == [3, 4] and held.texts == ["an a", "letter a", "a b"]
+    assert held.gallery_groups.tolist() == [0, 1] and held.text_groups.tolist() == [0, 0, 1]
+    om = protocols["openmoji"]
+    assert om.gallery.tolist() == [0, 2] and om.texts == ["an a", "letter a"] and om.text_groups.tolist() == [0, 0]

@@ -1,0 +1,88 @@
+"""Region features of a frozen pretrained front end, computed once per image and cached."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from teran_es.features.pixels import ImageFile, image_file_set
+from teran_es.model.efficientnet import EfficientNetLite
+from teran_es.model.pretrained_frontend import PretrainedRegions
+from teran_es.region_cache import cached_region_set, frozen_pretrained_frontend
+
+STAGES = ((1, 3, 1, 1, 8, 4), (2, 3, 2, 2, 4, 6))
+
+
+class Holder(torch.nn.Module):
+    """Stands in for a TERAN: all the cache needs is ``.frontend``."""
+
+    def __init__(self, frontend):
+        super().__init__()
+        self.frontend = frontend
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(5):
+        path = tmp_path / f"p{i}.png"
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(path)
+        files.append(ImageFile(f"p{i}", str(path), [f"picture {i}"], "train"))
+    return files
+
+
+def make_holder(trainable_blocks=0):
+    torch.manual_seed(0)
+    return Holder(PretrainedRegions(EfficientNetLite(STAGES, 8, 3).eval(), block=2, grid=2,
+                                    trainable_blocks=trainable_blocks))
+
+
+def test_cached_regions_equal_the_front_end_and_are_computed_once(tmp_path, pictures, monkeypatch):
+    holder = make_holder()
+    images = image_file_set(pictures, 16)
+    cached = cached_region_set(holder, images, 16, cache_dir=tmp_path / "cache", batch_size=2, progress=False)
+    assert cached.image_ids == images.image_ids and cached.captions == images.captions
+    pixels = torch.from_numpy(np.stack([images.load(i).pixels for i in range(5)]).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        features, boxes = holder.frontend(pixels)
+    for i in range(5):
+        record = cached.load(i)
+        np.testing.assert_allclose(record.features, features[i].numpy(), atol=2e-3, rtol=2e-3)  # fp16 on disk
+        np.testing.assert_array_equal(record.boxes, boxes[i].numpy())
+    counted = []
+    original = PretrainedRegions.forward
+
+    def counting(self, x):
+        counted.append(len(x))
+        return original(self, x)
+
+    monkeypatch.setattr(PretrainedRegions, "forward", counting)
+    os.utime(pictures[1].path, ns=(1, 1))  # an edited file is computed again, the others are not
+    again = cached_region_set(holder, images, 16, cache_dir=tmp_path / "cache", progress=False)
+    assert counted == [1]
+    np.testing.assert_array_equal(again.load(3).features, cached.load(3).features)
+
+
+def test_only_a_frozen_pretrained_front_end_is_cached(tmp_path, pictures):
+    assert frozen_pretrained_frontend(make_holder()) is not None
+    tuned = make_holder(trainable_blocks=1)
+    assert frozen_pretrained_frontend(tuned) is None
+    assert frozen_pretrained_frontend(Holder(None)) is None
+    with pytest.raises(ValueError, match="frozen pretrained"):
+        cached_region_set(tuned, image_file_set(pictures, 16), 16, cache_dir=tmp_path, progress=False)
+
+
+def test_another_front_end_gets_its_own_cache(tmp_path, pictures):
+    images = image_file_set(pictures, 16)
+    first = cached_region_set(make_holder(), images, 16, cache_dir=tmp_path, progress=False)
+    other = make_holder()
+    with torch.no_grad():
+        other.frontend.network._blocks[0]._project_conv.weight.mul_(2.0)
+    second = cached_region_set(other, images, 16, cache_dir=tmp_path, progress=False)
+    assert not np.allclose(first.load(0).features, second.load(0).features)
+    assert len(list((tmp_path / "region-features").iterdir())) == 2
