@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
+import time
 import uuid
 
 import pytest
@@ -151,3 +154,37 @@ def es_cluster(server_cache_with_distribution, tmp_path_factory):
         yield state, cache
     finally:
         stop(cache)
+
+
+class KillWhenIndexed(threading.Thread):
+    """SIGKILLs the process group ``pid`` (launcher and server JVM) as soon as the node stats at
+    ``stats_url`` report ``after`` indexing operations: it polls the counter, so the kill lands
+    while bulk requests are streaming in. ``killed_at`` is the count it saw (None: no kill)."""
+
+    def __init__(self, pid: int, stats_url: str, after: int):
+        super().__init__(daemon=True)
+        self.pid, self.stats_url, self.after = pid, stats_url, after
+        self.killed_at: int | None = None
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        from teran_es.server.health import http_get_json
+
+        while not self._done.is_set():
+            body = http_get_json(self.stats_url, timeout=1.0) or {}
+            total = sum(n["indices"]["indexing"]["index_total"] for n in body.get("nodes", {}).values())
+            if total >= self.after:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.killed_at = total
+                return
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def kill_when_indexed():
+    """``KillWhenIndexed(pid, stats_url, after)``, for the fault tests of one node and of a cluster."""
+    return KillWhenIndexed

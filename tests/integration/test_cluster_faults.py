@@ -77,7 +77,7 @@ def master_name(cache) -> str | None:
 
 def kill(node: NodeState) -> None:
     """SIGKILL the node's process group (launcher and JVM) and wait until its port is closed."""
-    with contextlib.suppress(ProcessLookupError):  # already killed (KillWhenIndexed)
+    with contextlib.suppress(ProcessLookupError):  # already killed (kill_when_indexed)
         os.killpg(node.pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while pid_alive(node.pid) or http_get_json(f"{node.url}/_cluster/health", timeout=1.0) is not None:
@@ -245,31 +245,6 @@ def collection(tmp_path_factory):
     return SimpleNamespace(overrides=overrides, records=records, ids=[r.image_id for r in records])
 
 
-class KillWhenIndexed(threading.Thread):
-    """SIGKILLs ``node`` once the cluster reports ``after`` indexing operations (while bulks stream)."""
-
-    def __init__(self, node: NodeState, ask: str, after: int):
-        super().__init__(daemon=True)
-        self.node, self.ask, self.after = node, ask, after
-        self.killed_at: int | None = None
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        stats = f"{self.ask}/_nodes/stats/indices/indexing?filter_path=nodes.*.indices.indexing.index_total"
-        while not self._done.is_set():
-            body = http_get_json(stats, timeout=1.0) or {}
-            total = sum(n["indices"]["indexing"]["index_total"] for n in body.get("nodes", {}).values())
-            if total >= self.after:
-                os.killpg(self.node.pid, signal.SIGKILL)
-                self.killed_at = total
-                return
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(timeout=10)
-
-
 def test_status_and_url_see_every_node(cluster):
     from click.testing import CliRunner
 
@@ -292,16 +267,17 @@ def test_status_and_url_see_every_node(cluster):
     assert "3 of 3 nodes joined" in result.output and result.output.count(": running at http://127.0.0.1:") == 3
 
 
-def test_data_node_killed_mid_ingest_then_rerun_is_exact(cluster, collection, tmp_path):
+def test_data_node_killed_mid_ingest_then_rerun_is_exact(cluster, collection, tmp_path, kill_when_indexed):
     name = f"teran-cluster-ingest-{uuid.uuid4().hex[:8]}"
     config = load_config(None, [*collection.overrides, f"workdir={tmp_path / 'work'}", f"index.name={name}",
                                 f"elasticsearch.url={urls(cluster.cache)}"])
     victim = non_master(cluster.cache)
     ask = next(n.url for n in live_nodes(cluster.cache) if n.name != victim.name)
     # the cluster's indexing counter starts where earlier tests left it
-    before = http_get_json(f"{ask}/_nodes/stats/indices/indexing?filter_path=nodes.*.indices.indexing.index_total")
+    stats = f"{ask}/_nodes/stats/indices/indexing?filter_path=nodes.*.indices.indexing.index_total"
+    before = http_get_json(stats)
     base = sum(n["indices"]["indexing"]["index_total"] for n in (before or {}).get("nodes", {}).values())
-    killer = KillWhenIndexed(victim, ask, after=base + IMAGES // 2)  # primaries and replicas both count
+    killer = kill_when_indexed(victim.pid, stats, after=base + IMAGES // 2)  # primaries and replicas both count
     first_error = None
     try:
         with Ingestor(config) as ingestor:

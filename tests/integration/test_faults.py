@@ -24,7 +24,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from types import SimpleNamespace
@@ -156,34 +155,6 @@ def indexed_terms(index, config, ids) -> dict[str, dict[str, int]]:
 # --------------------------------------------------------------------------- Elasticsearch killed
 
 
-class KillWhenIndexed(threading.Thread):
-    """SIGKILLs a local server's process group (launcher and server JVM) as soon as the server
-    reports ``after`` indexed documents: it polls the node's indexing counter, so the kill lands
-    while bulk requests are streaming in."""
-
-    def __init__(self, state: ServerState, after: int):
-        super().__init__(daemon=True)
-        self.state = state
-        self.after = after
-        self.indexed_at_kill: int | None = None
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        stats = f"{self.state.url}/_nodes/_local/stats/indices/indexing?filter_path=nodes.*.indices.indexing.index_total"
-        while not self._done.is_set():
-            body = http_get_json(stats, timeout=1.0) or {}
-            total = sum(n["indices"]["indexing"]["index_total"] for n in body.get("nodes", {}).values())
-            if total >= self.after:
-                os.killpg(self.state.pid, signal.SIGKILL)
-                self.indexed_at_kill = total
-                return
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(timeout=10)
-
-
 def wait_until_dead(state: ServerState, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     # pid_alive reaps the launcher (a child of this process); the port closes with the JVM.
@@ -195,7 +166,7 @@ def wait_until_dead(state: ServerState, timeout: float = 60.0) -> None:
 @pytest.mark.elasticsearch
 @pytest.mark.slow
 def test_elasticsearch_killed_mid_ingest_then_restarted_loses_and_duplicates_nothing(
-    collection, private_server_cache, tmp_path
+    collection, private_server_cache, tmp_path, kill_when_indexed
 ):
     state, _ = start(cache_dir=private_server_cache, heap="512m", log=lambda _line: None)
     config = load_config(
@@ -207,7 +178,8 @@ def test_elasticsearch_killed_mid_ingest_then_restarted_loses_and_duplicates_not
             f"elasticsearch.url={state.url}",
         ],
     )
-    killer = KillWhenIndexed(state, after=IMAGES // 3)
+    local_stats = f"{state.url}/_nodes/_local/stats/indices/indexing?filter_path=nodes.*.indices.indexing.index_total"
+    killer = kill_when_indexed(state.pid, local_stats, after=IMAGES // 3)
     with Ingestor(config) as ingestor:
         try:
             killer.start()
@@ -215,7 +187,7 @@ def test_elasticsearch_killed_mid_ingest_then_restarted_loses_and_duplicates_not
                 ingestor.ingest(collection.records)
         finally:
             killer.stop()
-    assert killer.indexed_at_kill is not None and killer.indexed_at_kill < IMAGES
+    assert killer.killed_at is not None and killer.killed_at < IMAGES
     wait_until_dead(state)
 
     # Same port and data directory: the pipeline config stays as it was.
