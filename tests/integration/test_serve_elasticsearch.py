@@ -114,7 +114,8 @@ def es_collection(tiny_openmoji, tiny_openmoji_config, es_url, es_admin, tmp_pat
         save_config(config, workdir / "config.toml")
         yield workdir, name
     finally:
-        es_admin.indices.delete(index=name, ignore_unavailable=True)
+        for concrete in es_admin.indices.get(index=name, ignore_unavailable=True):  # the alias's indexes
+            es_admin.indices.delete(index=concrete)
 
 
 def test_elasticsearch_going_away_gives_503_and_the_server_recovers(es_collection, es_url, serve_processes):
