@@ -47,7 +47,7 @@ class Catalog:
     @classmethod
     def open(cls, config: PipelineConfig) -> Catalog:
         """Read the collection at ``config.data.path``; an empty catalog when there is none."""
-        from teran_es.collections.openmoji import with_default_collection
+        from teran_es.collections.defaults import with_default_collection
 
         data = with_default_collection(config.data) if config.data.format == "openmoji" else config.data
         if not data.path or not Path(data.path).exists():

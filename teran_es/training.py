@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from teran_es.collections.openmoji import with_default_collection
+from teran_es.collections.defaults import with_default_collection
 from teran_es.config import PipelineConfig, save_config
 from teran_es.device import resolve_device
 from teran_es.encoding import frontend_size

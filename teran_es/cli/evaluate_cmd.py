@@ -87,7 +87,7 @@ def evaluate(
     as_json: bool,
 ) -> None:
     """Evaluate the checkpoint CHECKPOINT on a split: image and sentence retrieval R@1/5/10 and RSUM."""
-    from teran_es.collections.openmoji import with_default_collection
+    from teran_es.collections.defaults import with_default_collection
     from teran_es.device import resolve_device
     from teran_es.evaluation import chance_recall, evaluate_model
     from teran_es.features import open_image_set

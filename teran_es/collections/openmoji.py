@@ -24,7 +24,6 @@ The drawings are CC BY-SA 4.0 (OpenMoji); keep :data:`ATTRIBUTION` wherever they
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -45,7 +44,7 @@ from teran_es.collections.emoji_text import Description, EmojiDescriber, build_c
 from teran_es.collections.files import write_atomically
 from teran_es.collections.render import MAX_RENDER_WORKERS, RENDER_FAILED, is_rendered, render_all
 from teran_es.collections.splits import SPLITS, assign_split, stable_sample
-from teran_es.config import DataConfig, default_cache_dir
+from teran_es.config import default_cache_dir
 from teran_es.errors import ConfigError, DependencyError
 from teran_es.features.image_table import MANIFEST_NAME, TABLE_NAME
 
@@ -377,15 +376,3 @@ def iter_split(collection_dir: str | os.PathLike[str] | None, split: str) -> Ite
     if split not in known:
         raise ConfigError(f"unknown split {split!r} (known: {', '.join(sorted(known))})")
     return (record for record in load_openmoji(collection_dir) if record.split == split)
-
-
-def with_default_collection(data: DataConfig) -> DataConfig:
-    """``data`` itself, or for the ``openmoji`` (``emoji``) format with an empty path a copy
-    pointed at the OpenMoji (multi-source emoji) collection in the cache, built or not."""
-    if data.path or data.format not in ("openmoji", "emoji"):
-        return data
-    if data.format == "emoji":
-        from teran_es.collections.emoji_multi import default_collection_dir as emoji_collection_dir
-
-        return dataclasses.replace(data, path=str(emoji_collection_dir()))
-    return dataclasses.replace(data, path=str(default_collection_dir()))

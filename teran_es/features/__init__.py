@@ -58,7 +58,7 @@ def open_image_set(
     (:mod:`~teran_es.features.image_table`) as pixels (:class:`~teran_es.features.pixels.ImageFile`,
     decoded at ``image_size`` and held in memory) for a model with an image front end. Which
     collection an empty path means is the collection's to say
-    (:func:`teran_es.collections.openmoji.with_default_collection`), not this reader's.
+    (:func:`teran_es.collections.defaults.with_default_collection`), not this reader's.
     """
     if data.format in ("openmoji", "emoji"):
         from teran_es.features.image_table import iter_collection_images

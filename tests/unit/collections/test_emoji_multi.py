@@ -169,8 +169,8 @@ def test_names_without_a_source_are_skipped(tmp_path, npm_dir, openmoji_svgs):
 
 
 def test_the_emoji_data_format_reads_the_collection(tmp_path, npm_dir, openmoji_svgs, monkeypatch):
+    from teran_es.collections.defaults import with_default_collection
     from teran_es.collections.emoji_multi import default_collection_dir
-    from teran_es.collections.openmoji import with_default_collection
     from teran_es.config import DataConfig
     from teran_es.features import open_image_set
 

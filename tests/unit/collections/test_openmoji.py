@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from teran_es.cli import cli
+from teran_es.collections.defaults import with_default_collection
 from teran_es.collections.openmoji import (
     LICENSE,
     NO_DESCRIPTION_PRIVATE_USE,
@@ -24,7 +25,6 @@ from teran_es.collections.openmoji import (
     load_openmoji,
     read_manifest,
     svg_codes,
-    with_default_collection,
 )
 from teran_es.collections.render import RENDER_FAILED, png_size
 from teran_es.collections.splits import assign_split
