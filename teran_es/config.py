@@ -93,6 +93,11 @@ class TrainConfig:
     # true = as the reference code: another caption of the same image in a batch is a negative
     # too; false (clean) = it is neither a positive nor a negative
     same_image_negatives: bool = False
+    # Which pairs of a batch are not negatives of each other: "image" = other captions of the
+    # same image (as above); "concept" = every pair whose images share a concept, i.e. another
+    # artist's drawing of the same emoji too (data.format = "emoji" only: its table has a
+    # concept column). See POSITIVE_GROUPS and docs/generalisation.md.
+    positive_groups: str = "image"
     temperature: float = 0.05  # infonce: scores are divided by it
     global_loss_weight: float = 0.0  # auxiliary global-vector matching loss; 0 = off (as released)
     amp: bool = True  # mixed precision, used on CUDA only
@@ -348,9 +353,35 @@ def validate_config(config: PipelineConfig) -> PipelineConfig:
 
     if config.train.loss not in LOSSES:
         raise ConfigError(unknown_loss_message(config.train.loss))
+    check_positive_groups(config.train, config.data)
     check_expected_metrics(config.expected_metrics)
     check_reproduce(config.reproduce)
     return config
+
+
+# train.positive_groups -> the data formats whose images carry such a group ("" = every format)
+POSITIVE_GROUPS: dict[str, tuple[str, ...]] = {"image": (), "concept": ("emoji",)}
+
+
+def check_positive_groups(train: TrainConfig, data: DataConfig) -> None:
+    """``train.positive_groups`` must be known, its format must carry the group, and
+    "concept" (which masks same-image pairs too) cannot count same-image pairs as negatives."""
+    groups = train.positive_groups
+    if groups not in POSITIVE_GROUPS:
+        raise ConfigError(
+            f"train.positive_groups: unknown value {groups!r} (known: {', '.join(POSITIVE_GROUPS)})"
+        )
+    formats = POSITIVE_GROUPS[groups]
+    if formats and data.format not in formats:
+        raise ConfigError(
+            f"train.positive_groups = {groups!r} needs a data format whose images carry a {groups} "
+            f"({', '.join(formats)}); data.format {data.format!r} has none: set train.positive_groups = \"image\""
+        )
+    if groups != "image" and train.same_image_negatives:
+        raise ConfigError(
+            f"train.positive_groups = {groups!r} leaves same-image pairs out of the negatives too, "
+            "which contradicts train.same_image_negatives = true: set one of them back"
+        )
 
 
 # [<prefix>_]...<i2t|t2i>_r<K> | ..._medr | ..._rsum; prefixes name a split or a protocol (test, 1k, 5k)

@@ -44,17 +44,18 @@ import torch
 from tqdm.auto import tqdm
 
 from teran_es.collections.defaults import with_default_collection
-from teran_es.config import PipelineConfig, save_config
+from teran_es.config import DataConfig, PipelineConfig, check_positive_groups, save_config
 from teran_es.device import resolve_device
 from teran_es.encoding import frontend_size
 from teran_es.errors import TeranError
 from teran_es.evaluation import evaluate_model
 from teran_es.features import open_image_set
+from teran_es.features.image_table import read_image_groups
 from teran_es.model.checkpoint import load_checkpoint, save_checkpoint
 from teran_es.model.loss import build_loss
 from teran_es.model.teran import TERAN
 from teran_es.region_cache import cached_region_set, frozen_pretrained_frontend
-from teran_es.training_batches import build_text_cache, caption_pairs, collate
+from teran_es.training_batches import build_text_cache, caption_pairs, collate, group_indices
 from teran_es.training_step import StepWarmupSchedule, amp_settings, build_optimizer, train_step
 
 log = logging.getLogger(__name__)
@@ -164,9 +165,19 @@ class TrainingRun:
         self.train_set = open_image_set(data, config.data.train_split, **reading)
         self.val_set = open_image_set(data, config.data.val_split, limit=cfg.val_images, **reading)
         self.pairs = caption_pairs(self.train_set)
+        self.groups = self._image_groups(data)
         self.batch_size = min(cfg.batch_size, len(self.pairs))
         # the ragged tail is dropped: too few negatives
         self.iters_per_epoch = len(self.pairs) // self.batch_size
+
+    def _image_groups(self, data: DataConfig) -> np.ndarray | None:
+        """The group (concept) number of each training image when ``train.positive_groups`` asks
+        for one (:func:`group_indices`), read from the collection's table; None otherwise."""
+        groups = self.cfg.positive_groups
+        if groups == "image":
+            return None
+        check_positive_groups(self.cfg, self.config.data)
+        return group_indices(self.train_set.image_ids, read_image_groups(data.path, groups))
 
     def _open_model(self, restart: bool) -> dict[str, Any] | None:
         """The model, resumed from ``last/`` (returning its training state) or built anew."""
@@ -277,7 +288,13 @@ class TrainingRun:
             picked = order[step * batch_size : (step + 1) * batch_size]
             pairs = self.pairs[picked]
             batch = collate(
-                self.train_set, pairs, self.model.tokenize, frontend_size(self.model), self.text_cache, picked
+                self.train_set,
+                pairs,
+                self.model.tokenize,
+                frontend_size(self.model),
+                self.text_cache,
+                picked,
+                groups=self.groups,
             )
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             loss = train_step(

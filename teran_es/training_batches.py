@@ -25,6 +25,20 @@ def caption_pairs(image_set: ImageCaptionSet) -> np.ndarray:
     return np.asarray(pairs, dtype=np.int64)
 
 
+def group_indices(image_ids: list[str], group_of: dict[str, str]) -> np.ndarray:
+    """int64 [N]: a number per image of the set, equal for images of the same group
+    (``group_of``: image_id -> group, e.g. its concept); a KeyError names an image without one."""
+    numbers: dict[str, int] = {}
+    out = np.empty(len(image_ids), dtype=np.int64)
+    for i, image_id in enumerate(image_ids):
+        try:
+            group = group_of[image_id]
+        except KeyError:
+            raise KeyError(f"image {image_id!r} has no group") from None
+        out[i] = numbers.setdefault(group, len(numbers))
+    return out
+
+
 def collate(
     image_set: ImageCaptionSet,
     pairs: np.ndarray,
@@ -32,6 +46,7 @@ def collate(
     image_size: int | None = None,
     text_cache: TextStateCache | None = None,
     positions: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """One training batch from (image, caption) pairs [B, 2]: the images as the model takes
     them (padded regions with their mask, or pixels at ``image_size`` for a model with a
@@ -39,7 +54,8 @@ def collate(
 
     ``text_cache``: the backbone states of every caption of ``image_set`` in
     :func:`caption_pairs` order, and ``positions`` [B]: where ``pairs`` stand in that order;
-    the batch then carries ``text_states`` as well."""
+    the batch then carries ``text_states`` as well. ``groups`` [N_images] (:func:`group_indices`):
+    the batch then carries ``group_index`` [B], the group of each pair's image."""
     images = [image_set.load(int(i)) for i in pairs[:, 0]]
     if text_cache is not None:
         if positions is None or len(positions) != len(pairs):
@@ -47,11 +63,14 @@ def collate(
         tokens = text_cache.batch(positions)
     else:
         tokens = tokenize([image_set.captions[int(i)][int(c)] for i, c in pairs])
-    return {
+    batch = {
         **image_inputs(images, image_size),
         **tokens,
         "image_index": torch.as_tensor(pairs[:, 0], dtype=torch.long),
     }
+    if groups is not None:
+        batch["group_index"] = torch.as_tensor(groups[pairs[:, 0]], dtype=torch.long)
+    return batch
 
 
 def build_text_cache(

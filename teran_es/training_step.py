@@ -9,7 +9,7 @@ import torch
 
 from teran_es.config import TrainConfig
 from teran_es.errors import ConfigError
-from teran_es.model.loss import BatchLoss, global_contrastive_loss, same_image_mask
+from teran_es.model.loss import BatchLoss, global_contrastive_loss, same_group_mask, same_image_mask
 
 
 class StepWarmupSchedule:
@@ -59,6 +59,26 @@ def amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype
     return True, torch.float16, True
 
 
+def positives_mask(
+    image_index: torch.Tensor | None, group_index: torch.Tensor | None, cfg: TrainConfig
+) -> torch.Tensor | None:
+    """bool [B, B] of the batch's pairs that are not negatives of each other, or None (all are).
+
+    ``train.positive_groups = "concept"``: pairs of the same image or group (``group_index``
+    [B], which the batch must then carry); otherwise pairs of the same image (``image_index``
+    [B]), unless ``train.same_image_negatives`` as the reference code."""
+    if cfg.positive_groups != "image":
+        if image_index is None or group_index is None:
+            raise ConfigError(
+                f"train.positive_groups = {cfg.positive_groups!r}, but the batch carries no group of its images"
+            )
+        return same_group_mask(image_index, group_index)
+    # the reference code counts other captions of the same image as negatives: then no mask
+    if image_index is None or cfg.same_image_negatives:
+        return None
+    return same_image_mask(image_index)
+
+
 def train_step(
     model,
     batch: dict[str, torch.Tensor],
@@ -74,8 +94,8 @@ def train_step(
     hardest = cfg.max_violation if max_violation is None else max_violation
     inputs = dict(batch)
     image_index = inputs.pop("image_index", None)
-    # the reference code counts other captions of the same image as negatives: then no mask
-    same_image = same_image_mask(image_index) if image_index is not None and not cfg.same_image_negatives else None
+    group_index = inputs.pop("group_index", None)
+    same_image = positives_mask(image_index, group_index, cfg)
     device_type = inputs["input_ids"].device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         scores, images, texts = model(**inputs, return_embeddings=True)

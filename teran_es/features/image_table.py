@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from teran_es.errors import ConfigError
 from teran_es.features.pixels import ImageFile
 
 TABLE_NAME = "collection.parquet"
@@ -48,3 +49,19 @@ def iter_collection_images(
     for row in pq.read_table(table_path, columns=list(COLUMNS)).to_pylist():
         if split is None or row["split"] == split:
             yield ImageFile(row["image_id"], str(root / row["path"]), list(row["captions"]), row["split"])
+
+
+def read_image_groups(collection_dir: str | os.PathLike[str], column: str) -> dict[str, str]:
+    """image_id -> its value in the table's ``column`` (e.g. the multi-source emoji collection's
+    "concept"); a ConfigError when the collection's table has no such column."""
+    table_path = Path(collection_dir) / TABLE_NAME
+    if not table_path.is_file():
+        raise FileNotFoundError(f"no image collection at {collection_dir}: {TABLE_NAME} is missing")
+    names = pq.read_schema(table_path).names
+    if column not in names:
+        raise ConfigError(
+            f"the collection at {collection_dir} has no {column!r} column (columns: {', '.join(names)}): "
+            f'its images carry no {column}; set train.positive_groups = "image"'
+        )
+    rows = pq.read_table(table_path, columns=["image_id", column]).to_pylist()
+    return {row["image_id"]: str(row[column]) for row in rows}

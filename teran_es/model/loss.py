@@ -34,6 +34,17 @@ def same_image_mask(image_index: torch.Tensor) -> torch.Tensor:
     return image_index[:, None] == image_index[None, :]
 
 
+def same_group_mask(image_index: torch.Tensor, group_index: torch.Tensor) -> torch.Tensor:
+    """image_index int [B] and group_index int [B] (the group, e.g. the concept, of each pair's
+    image) -> bool [B, B], True where rows i and j show the same image or images of the same
+    group: such pairs are left out of the negatives, as same-image pairs are."""
+    if image_index.shape != group_index.shape or image_index.dim() != 1:
+        raise ValueError(
+            f"image_index and group_index must both be [B], got {tuple(image_index.shape)} and {tuple(group_index.shape)}"
+        )
+    return same_image_mask(image_index) | (group_index[:, None] == group_index[None, :])
+
+
 def contrastive_loss(
     scores: torch.Tensor,
     margin: float = 0.2,

@@ -151,3 +151,26 @@ def test_expected_metrics_and_protocols_round_trip_and_override(tmp_path):
         load_config(None, ["reproduce.protocols=1k,10k"])
     with pytest.raises(ConfigError, match="unknown dataset"):
         load_config(None, ["reproduce.dataset=imagenet"])
+
+
+def test_positive_groups_are_checked_when_the_pipeline_loads(tmp_path):
+    p = tmp_path / "pipeline.toml"
+    p.write_text('[train]\npositive_groups = "concept"\n[data]\nformat = "emoji"\n')
+    assert load_config(p).train.positive_groups == "concept"
+    assert load_config(None).train.positive_groups == "image"  # the default
+    with pytest.raises(ConfigError, match=r"train\.positive_groups: unknown value 'artist' \(known: image, concept\)"):
+        load_config(p, ["train.positive_groups=artist"])
+    # a format whose images carry no concept is refused, with what to set instead
+    with pytest.raises(ConfigError, match=r"data\.format 'openmoji' has none: set train\.positive_groups = \"image\""):
+        load_config(p, ["data.format=openmoji"])
+    with pytest.raises(ConfigError, match="needs a data format"):
+        load_config(None, ["train.positive_groups=concept"])  # parquet
+    with pytest.raises(ConfigError, match="contradicts train.same_image_negatives"):
+        load_config(p, ["train.same_image_negatives=true"])
+
+
+def test_the_emoji_pipeline_masks_same_concept_pairs():
+    from pathlib import Path
+
+    pipeline = Path(__file__).resolve().parents[2] / "pipelines" / "emoji-lite0.toml"
+    assert load_config(pipeline).train.positive_groups == "concept"

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from teran_es.config import TrainConfig
+from teran_es.errors import ConfigError
 from teran_es.model.loss import HingeLoss, contrastive_loss, same_image_mask
-from teran_es.training_step import train_step
+from teran_es.training_step import positives_mask, train_step
 
 # rows: images of the pairs, columns: their captions; pairs 0 and 1 show the same image
 SCORES = [[1.0, 0.95, 0.1], [0.9, 1.0, 0.2], [0.3, 0.1, 1.0]]
@@ -39,3 +40,36 @@ def test_same_image_captions_are_negatives_only_as_the_reference_counts_them(ref
     # the two differ on this batch: 0.95 vs 1.0 violates the margin only as a negative
     other = contrastive_loss(scores, 0.2, True, same_image=same_image_mask(batch["image_index"]) if reference else None)
     assert loss != pytest.approx(float(other))
+
+
+def test_concept_groups_leave_another_drawing_of_the_same_concept_out_of_the_negatives():
+    # three images: 0 and 2 share a concept (group 4); scores[0, 2] = 0.9 and scores[2, 0] = 0.85
+    # violate the margin only as negatives; scores[1, 2] = 0.9 violates it either way
+    scores = [[1.0, 0.1, 0.9], [0.2, 1.0, 0.9], [0.85, 0.1, 1.0]]
+    model = FixedScores()
+    model.scores.data = torch.tensor(scores)
+    batch = {
+        "input_ids": torch.zeros(3, 2, dtype=torch.long),
+        "image_index": torch.tensor([0, 1, 2]),
+        "group_index": torch.tensor([4, 9, 4]),
+    }
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    concept = TrainConfig(positive_groups="concept", grad_clip=0.0, amp=False)
+    image = TrainConfig(positive_groups="image", grad_clip=0.0, amp=False)
+    # by hand, hardest negatives, with (0, 2) and (2, 0) left out: row 1 (sentence 2: 0.2 + 0.9 - 1.0)
+    # and column 2 (image 1: the same entry); every other cost is 0
+    got = train_step(model, dict(batch), optimizer, scaler, concept, HingeLoss(0.2), None)
+    assert got == pytest.approx(0.1 + 0.1, abs=1e-6)
+    # with them: rows 0, 1, 2 cost 0.1, 0.1, 0.05; columns 0, 1, 2 cost 0.05, 0, 0.1
+    plain = train_step(model, dict(batch), optimizer, scaler, image, HingeLoss(0.2), None)
+    assert plain == pytest.approx(0.1 + 0.1 + 0.05 + 0.05 + 0.0 + 0.1, abs=1e-6)
+    assert positives_mask(batch["image_index"], batch["group_index"], concept).tolist() == [
+        [True, False, True], [False, True, False], [True, False, True]
+    ]
+    assert positives_mask(batch["image_index"], batch["group_index"], image).tolist() == [
+        [True, False, False], [False, True, False], [False, False, True]
+    ]
+    del batch["group_index"]
+    with pytest.raises(ConfigError, match="carries no group"):
+        train_step(model, batch, optimizer, scaler, concept, HingeLoss(0.2), None)

@@ -179,3 +179,35 @@ def test_the_emoji_data_format_reads_the_collection(tmp_path, npm_dir, openmoji_
     directory = build(tmp_path, npm_dir, openmoji_svgs)
     held = open_image_set(DataConfig(format="emoji", path=str(directory)), HELDOUT_SPLIT, image_size=SIZE)
     assert len(held) == 6 and all(image_id.startswith("twemoji-") for image_id in held.image_ids)
+
+
+def test_training_batches_of_the_emoji_format_carry_the_concept(tmp_path, npm_dir, openmoji_svgs):
+    import torch
+
+    from teran_es.config import DataConfig
+    from teran_es.features import RecordError, open_image_set
+    from teran_es.features.image_table import read_image_groups
+    from teran_es.training_batches import caption_pairs, collate, group_indices
+
+    directory = build(tmp_path, npm_dir, openmoji_svgs)
+    concept_of_id = {row["image_id"]: row["concept"] for row in pq.read_table(directory / "collection.parquet").to_pylist()}
+    assert read_image_groups(directory, "concept") == concept_of_id
+    shared = 0
+    for split in ("train", "val", "test", HELDOUT_SPLIT):
+        try:
+            images = open_image_set(DataConfig(format="emoji", path=str(directory)), split, image_size=SIZE)
+        except RecordError:  # a split this small collection leaves empty
+            continue
+        groups = group_indices(images.image_ids, read_image_groups(directory, "concept"))
+        pairs = caption_pairs(images)
+        batch = collate(images, pairs, lambda captions: {"input_ids": torch.zeros(len(captions), 2)}, SIZE,
+                        groups=groups)
+        concepts = [concept_of_id[images.image_ids[int(i)]] for i in pairs[:, 0]]
+        got = batch["group_index"].tolist()
+        for a in range(len(pairs)):
+            for b in range(len(pairs)):
+                assert (got[a] == got[b]) == (concepts[a] == concepts[b])
+        shared += len(set(concepts)) < len(set(images.image_ids[int(i)] for i in pairs[:, 0]))
+    assert shared  # some split holds one concept drawn by several artists
+    with pytest.raises(KeyError, match="has no group"):
+        group_indices(["no-such-image"], concept_of_id)

@@ -9,12 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from teran_es.config import DataConfig
+from teran_es.errors import ConfigError
 from teran_es.features import open_image_set
 from teran_es.features.image_table import (
     MANIFEST_NAME,
     TABLE_NAME,
     is_image_collection,
     iter_collection_images,
+    read_image_groups,
 )
 
 
@@ -54,3 +56,11 @@ def test_a_missing_table_is_named(tmp_path):
 def test_the_reader_does_not_pick_a_default_collection():
     with pytest.raises(ValueError, match="data.path is empty"):
         open_image_set(DataConfig(format="openmoji", path=""), "test", image_size=32)
+
+
+def test_image_groups_are_read_from_a_column_and_a_missing_one_is_refused(collection, tmp_path):
+    assert read_image_groups(collection, "extra") == {"a": "1", "b": "2"}
+    with pytest.raises(ConfigError, match=r"no 'concept' column.*set train\.positive_groups = \"image\""):
+        read_image_groups(collection, "concept")
+    with pytest.raises(FileNotFoundError, match="is missing"):
+        read_image_groups(tmp_path / "nowhere", "concept")

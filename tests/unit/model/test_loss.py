@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from teran_es.model.loss import contrastive_loss, global_contrastive_loss, infonce_loss, same_image_mask
+from teran_es.model.loss import (
+    contrastive_loss,
+    global_contrastive_loss,
+    infonce_loss,
+    same_group_mask,
+    same_image_mask,
+)
 
 
 def brute_force_loss(scores: torch.Tensor, margin: float, max_violation: bool) -> float:
@@ -145,3 +151,47 @@ def test_the_registry_builds_each_loss_from_the_train_settings():
         build_loss(TrainConfig(loss="focal"))
     with pytest.raises(ConfigError, match="train.temperature must be positive"):
         build_loss(TrainConfig(loss="infonce", temperature=0.0))
+
+
+def brute_force_group_mask(image_index: list[int], group_index: list[int]) -> list[list[bool]]:
+    size = len(image_index)
+    return [
+        [image_index[i] == image_index[j] or group_index[i] == group_index[j] for j in range(size)]
+        for i in range(size)
+    ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_same_group_mask_matches_brute_force(seed):
+    gen = torch.Generator().manual_seed(seed)
+    size = 3 + seed * 4
+    image_index = torch.randint(0, size, (size,), generator=gen)
+    group_index = torch.randint(0, max(1, size // 3), (size,), generator=gen)
+    got = same_group_mask(image_index, group_index)
+    assert got.dtype == torch.bool and got.shape == (size, size)
+    assert got.tolist() == brute_force_group_mask(image_index.tolist(), group_index.tolist())
+
+
+def test_same_group_mask_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="must both be"):
+        same_group_mask(torch.tensor([0, 1, 2]), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("hardest", [True, False])
+def test_same_concept_pairs_are_left_out_of_the_hinge(hardest):
+    # pairs 0 and 2 are two artists' drawings of one concept (groups [5, 6, 5]): scores[0, 2]
+    # and scores[2, 0] violate the margin, and must not count
+    scores = torch.tensor([[1.0, 0.5, 0.95], [0.1, 1.0, 0.3], [0.9, 0.7, 1.0]], dtype=torch.float64)
+    mask = same_group_mask(torch.tensor([0, 1, 2]), torch.tensor([5, 6, 5]))
+    margin = 0.2
+    # by hand, with only the negatives (0, 1), (1, 0), (1, 2), (2, 1) left
+    cost = {(i, j): max(0.0, margin + float(scores[i, j]) - float(scores[i, i])) for i in range(3) for j in range(3)}
+    cost_image = {(j, i): max(0.0, margin + float(scores[j, i]) - float(scores[i, i])) for i in range(3) for j in range(3)}
+    rows = {0: [cost[0, 1]], 1: [cost[1, 0], cost[1, 2]], 2: [cost[2, 1]]}
+    cols = {0: [cost_image[1, 0]], 1: [cost_image[0, 1], cost_image[2, 1]], 2: [cost_image[1, 2]]}
+    pick = max if hardest else sum
+    want = sum(pick(v) for v in rows.values()) + sum(pick(v) for v in cols.values())
+    got = contrastive_loss(scores, margin=margin, max_violation=hardest, same_image=mask).item()
+    assert got == pytest.approx(want, abs=1e-12)
+    unmasked = contrastive_loss(scores, margin=margin, max_violation=hardest).item()
+    assert unmasked > got + 0.1  # the same-concept pairs would have counted
