@@ -33,6 +33,7 @@ from teran_es.server.process import (
     _locked,
     _now,
     _process_start_ticks,
+    _running_state,
     _terminate,
     free_port,
     log_tail,
@@ -198,22 +199,14 @@ def start_cluster(
     names = node_names(nodes)
     paths = server_paths(cache_dir)
     with _locked(paths):
-        current = status(cache_dir)
-        if current.running:
-            state = read_state(cache_dir)
-            assert state is not None
+        state = _running_state(cache_dir, paths)
+        if state is not None:
             if len(state.nodes or [state]) != nodes:
                 raise LocalServerError(
-                    f"a local Elasticsearch with {len(state.nodes) or 1} node(s) already runs at {current.url}; "
+                    f"a local Elasticsearch with {len(state.nodes) or 1} node(s) already runs at {status(cache_dir).url}; "
                     "stop it first (`teran-es elasticsearch stop`)"
                 )
             return state, False
-        if current.pid_alive:
-            raise LocalServerError(
-                f"a local Elasticsearch (pid {current.pid}) is running but does not answer at {current.url}; "
-                f"see {current.console_log}, or run `teran-es elasticsearch stop` first."
-            )
-        paths.state_file.unlink(missing_ok=True)
         heap_opts = _heap_options(heap)
         http_ports = choose_http_ports(nodes, port)  # refused before anything is fetched or started
         java = find_java(required_java_major(version))

@@ -224,6 +224,24 @@ def _server_settings(
         args += ["-E", f"{key}={value}"]
     return args
 
+def _running_state(cache_dir, paths: ServerPaths) -> ServerState | None:
+    """Under the start lock: the state of a server (or cluster) that already answers, or None
+    once a stale state file is removed; a server process that runs but does not answer is
+    refused, as starting another beside it would fight over its ports and data."""
+    current = status(cache_dir)
+    if current.running:
+        state = read_state(cache_dir)
+        assert state is not None
+        return state
+    if current.pid_alive:
+        raise LocalServerError(
+            f"a local Elasticsearch (pid {current.pid}) is running but does not answer at {current.url}; "
+            f"see {current.console_log}, or run `teran-es elasticsearch stop` first."
+        )
+    paths.state_file.unlink(missing_ok=True)
+    return None
+
+
 
 def start(
     version: str = ELASTICSEARCH_VERSION,
@@ -249,17 +267,9 @@ def start(
     """
     paths = server_paths(cache_dir)
     with _locked(paths):
-        current = status(cache_dir)
-        if current.running:
-            state = read_state(cache_dir)
-            assert state is not None
+        state = _running_state(cache_dir, paths)
+        if state is not None:
             return state, False
-        if current.pid_alive:
-            raise LocalServerError(
-                f"a local Elasticsearch (pid {current.pid}) is running but does not answer at {current.url}; "
-                f"see {current.console_log}, or run `teran-es elasticsearch stop` first."
-            )
-        paths.state_file.unlink(missing_ok=True)
 
         java = find_java(required_java_major(version))
         home = install(version, paths, log)
