@@ -441,3 +441,79 @@ def serve_processes(tmp_path_factory):
     yield processes
     for url in list(processes.running):
         processes.stop(url)
+
+
+# -- a tiny multi-source emoji collection and a random model for it --------------------------
+
+EMOJI_COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 180, 30)}
+EMOJI_SHAPES = ("square", "circle", "cross")
+EMOJI_ARTISTS = ("openmoji", "fluent", "twemoji")  # twemoji: the held-out artist
+EMOJI_SIZE = 16
+
+
+def _emoji_drawing(colour, shape: str, seed: int):
+    """A 32 x 32 drawing of a coloured shape, with noise of its own (no two drawings alike)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = np.full((32, 32, 3), 255, dtype=np.uint8)
+    y, x = np.mgrid[:32, :32]
+    half = 6 + seed % 5
+    inside = {"square": (abs(x - 16) < half) & (abs(y - 16) < half),
+              "circle": (x - 16) ** 2 + (y - 16) ** 2 < half**2,
+              "cross": (abs(x - 16) < 3) | (abs(y - 16) < 3)}[shape]
+    pixels[inside] = colour
+    noise = rng.integers(-30, 30, pixels.shape)
+    return Image.fromarray(np.clip(pixels.astype(int) + noise, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def tiny_emoji(tmp_path_factory):
+    """{"collection", "checkpoint", "rows"}: a multi-source emoji collection (emoji_multi.SCHEMA)
+    of 9 concepts (colour x shape: 5 train, 2 val, 2 test) drawn by 3 artists, Twemoji held
+    out, and a random tiny TERAN with a grid-CNN front end saved with data.format = "emoji"."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from teran_es.collections.emoji_multi import HELDOUT_SPLIT, SCHEMA
+    from teran_es.config import load_config
+    from teran_es.features.image_table import MANIFEST_NAME, TABLE_NAME
+    from teran_es.features.tiny_text import make_tiny_text_backbone
+    from teran_es.model.checkpoint import save_checkpoint
+    from teran_es.model.teran import build_model
+
+    root = tmp_path_factory.mktemp("tiny-emoji")
+    collection = root / "collection"
+    rows = []
+    concepts = [(c, s) for c in EMOJI_COLOURS for s in EMOJI_SHAPES]
+    splits = ["train"] * 5 + ["val", "test", "val", "test"]
+    for a, artist in enumerate(EMOJI_ARTISTS):
+        (collection / "images" / artist).mkdir(parents=True)
+        for k, ((colour, shape), concept_split) in enumerate(zip(concepts, splits, strict=True)):
+            code = f"C{k}"
+            path = f"images/{artist}/{code}.png"
+            _emoji_drawing(EMOJI_COLOURS[colour], shape, seed=10 * a + k).save(collection / path)
+            rows.append({
+                "image_id": f"{artist}-{code}", "split": HELDOUT_SPLIT if artist == "twemoji" else concept_split,
+                "path": path, "captions": [f"a {colour} {shape}", f"{shape} , {colour}"], "code": code,
+                "concept": code, "concept_split": concept_split, "source": artist, "artist": artist, "license": "test",
+            })
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), collection / TABLE_NAME)
+    (collection / MANIFEST_NAME).write_text(json.dumps({"collection": "emoji-multi", "counts": {"total": len(rows)}}))
+
+    backbone = make_tiny_text_backbone(root / "text", ["a", ",", *EMOJI_COLOURS, *EMOJI_SHAPES])
+    config = load_config(None, [
+        "model.region_feature_dim=16", "model.visual_layers=1", "model.visual_heads=2", "model.visual_ff_dim=32",
+        f"model.text_backbone={backbone}", "model.text_layers=2", "model.text_trainable_layers=0",
+        "model.max_words=16", "model.embed_dim=16", "model.reasoning_layers=1", "model.reasoning_heads=2",
+        "model.reasoning_ff_dim=32", "model.frontend=grid-cnn", "model.frontend_grid=2", "model.frontend_width=4",
+        f"model.image_size={EMOJI_SIZE}", "data.format=emoji", f"data.path={collection}",
+        "quantizer.gamma=8", "quantizer.doc_gamma=16", "quantizer.sample_size=500",
+    ])
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(build_model(config.model).eval(), root / "checkpoint", config)
+    return {"collection": collection, "checkpoint": checkpoint, "rows": rows, "root": root}

@@ -1,5 +1,7 @@
 """``teran-es evaluate``: Recall@K in both directions of a checkpoint on one split, by the
-exact scan and, with ``--candidates``, through the search pipeline (index recall + rerank)."""
+exact scan and, with ``--candidates``, through the search pipeline (index recall + rerank).
+With ``--generalisation``, the generalisation protocols of the multi-source emoji collection
+instead (``cli/generalisation_view.py``)."""
 
 from __future__ import annotations
 
@@ -67,9 +69,27 @@ from teran_es.index import BACKENDS
     default=None,
     help="Work directory for --candidates (default: <cache>/evaluate/<model>-<split>-<backend>).",
 )
+@click.option(
+    "--generalisation",
+    "generalisation",
+    metavar="PROTOCOLS",
+    default=None,
+    help="Instead of one split: the generalisation protocols of the multi-source emoji collection "
+    "(unseen,heldout,openmoji, comma-separated, or all); needs data.format emoji. See docs/generalisation.md.",
+)
+@click.option(
+    "--queries",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="With --generalisation and --candidates: a seeded sample of this many text queries per "
+    "protocol goes through the pipeline (0 = all).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
 @json_option
+@click.pass_context
 def evaluate(
+    ctx: click.Context,
     checkpoint: str,
     data_path: str | None,
     data_format: str,
@@ -83,10 +103,15 @@ def evaluate(
     candidates: tuple[int, ...],
     backend: str,
     workdir: str | None,
+    generalisation: str | None,
+    queries: int,
     no_progress: bool,
     as_json: bool,
 ) -> None:
-    """Evaluate the checkpoint CHECKPOINT on a split: image and sentence retrieval R@1/5/10 and RSUM."""
+    """Evaluate the checkpoint CHECKPOINT on a split: image and sentence retrieval R@1/5/10 and RSUM.
+
+    With --generalisation: R@1/5/10 both ways on unseen concepts, the held-out artist and the
+    OpenMoji test split of the multi-source emoji collection (`teran-es emoji build`)."""
     from teran_es.collections.defaults import with_default_collection
     from teran_es.device import resolve_device
     from teran_es.evaluation import chance_recall, evaluate_model
@@ -97,14 +122,44 @@ def evaluate(
         import torch
 
         torch.set_num_threads(threads)
+    names = None
+    if generalisation is not None:
+        from teran_es.cli.generalisation_view import parse_protocols
+
+        names = parse_protocols(generalisation)
+        given = [f"--{p.replace('_', '-')}" for p in ("split", "protocol", "limit", "on_error")
+                 if ctx.get_parameter_source(p) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: not with --generalisation (its protocols set the queries)")
+        if backend != "embedded":
+            raise click.UsageError("--generalisation measures the pipeline on a fresh embedded index: "
+                                   "leave --backend at embedded")
     try:
         model, pipeline, meta = load_checkpoint(checkpoint, resolve_device(device))
         frontend = model.frontend is not None
         # a model with a front end reads images as its training did; "auto" keeps that format
-        fmt = pipeline.data.format if data_format == "auto" and frontend else data_format
+        fmt = pipeline.data.format if data_format == "auto" and (frontend or names) else data_format
         data = dataclasses.replace(pipeline.data, format=fmt)
         if data_path is not None:
             data.path = data_path
+        if names is not None:
+            if fmt != "emoji":
+                raise click.UsageError(
+                    f"--generalisation needs the multi-source emoji collection: a checkpoint trained with "
+                    f"data.format = \"emoji\", or --format emoji (this one: {fmt})"
+                )
+            from teran_es.cli.generalisation_view import echo_table, run_generalisation
+
+            results = run_generalisation(
+                model, pipeline, meta, with_default_collection(data), names,
+                candidates=sorted(set(candidates)), queries=queries, workdir=workdir, device=device,
+                batch_size=batch_size, progress=not no_progress,
+            )
+            if as_json:
+                emit_json({"checkpoint": checkpoint, "fingerprint": meta.get("fingerprint"), **results})
+            else:
+                echo_table(checkpoint, results)
+            return
         image_set = open_image_set(
             with_default_collection(data),  # an empty openmoji path: the collection built in the cache
             split,

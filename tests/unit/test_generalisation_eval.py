@@ -1,0 +1,144 @@
+"""The generalisation protocols run with a model (generalisation_eval.py) on a tiny multi-source
+collection: exact ranks against a brute force from the model's scores pair by pair, the
+pipeline rows, the query sample and the work directory's guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from teran_es.evaluation import encode_image_set
+from teran_es.features.images import load_image
+from teran_es.generalisation import HELDOUT_SPLIT, build_protocols
+from teran_es.generalisation_eval import (
+    GeneralisationError,
+    collection_image_set,
+    evaluate_protocol,
+    exact_ranks,
+    fresh_workdir,
+    query_sample,
+)
+from teran_es.model.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def encoded(tiny_emoji):
+    model, config, _ = load_checkpoint(tiny_emoji["checkpoint"])
+    image_set = collection_image_set(model, tiny_emoji["rows"], tiny_emoji["collection"])
+    regions, mask = encode_image_set(model, image_set)
+    return model, config, image_set, regions, mask
+
+
+def pair_scores(model, paths: list[str], texts: list[str]) -> np.ndarray:
+    """[images, texts]: each image and each text encoded alone, each pair scored alone."""
+    size = model.config.image_size
+    out = np.zeros((len(paths), len(texts)))
+    with torch.no_grad():
+        images = [model.encode_pixels(torch.from_numpy(load_image(p, size).transpose(2, 0, 1)[None].copy()))
+                  for p in paths]
+        sentences = [model.encode_sentences([t]) for t in texts]
+        for i, image in enumerate(images):
+            for j, sentence in enumerate(sentences):
+                out[i, j] = float(model.score(image, sentence)[0, 0])
+    return out
+
+
+def brute_ranks(scores: np.ndarray, relevant: np.ndarray) -> list[int]:
+    """scores, relevant [queries, items] -> per query the 0-based position of its first
+    relevant item, ties broken by lower index."""
+    ranks = []
+    for row, hits in zip(scores, relevant, strict=True):
+        order = sorted(range(len(row)), key=lambda i: (-row[i], i))
+        ranks.append(next(pos for pos, i in enumerate(order) if hits[i]))
+    return ranks
+
+
+def test_exact_ranks_agree_with_a_brute_force_from_the_models_scores(tiny_emoji, encoded):
+    model, _, _, regions, mask = encoded
+    rows = tiny_emoji["rows"]
+    paths = [str(Path(tiny_emoji["collection"]) / r["path"]) for r in rows]
+    concept_of_caption = {c: r["concept"] for r in rows for c in r["captions"]}
+    protocols = build_protocols(rows)
+    # what each protocol searches, taken from the rows themselves
+    unseen = [i for i, r in enumerate(rows) if r["concept_split"] == "test"]
+    held = [i for i, r in enumerate(rows) if r["split"] == HELDOUT_SPLIT]
+    openmoji = [i for i, r in enumerate(rows) if r["source"] == "openmoji"]
+    openmoji_test = [i for i in openmoji if rows[i]["split"] == "test"]
+    expected_texts = {
+        "unseen": sorted({c for i in unseen for c in rows[i]["captions"]}),
+        "heldout": sorted({c for i in held for c in rows[i]["captions"]}),
+        "openmoji": sorted(c for i in openmoji_test for c in rows[i]["captions"]),
+    }
+    galleries = {"unseen": list(range(len(rows))), "heldout": held, "openmoji": openmoji}
+    image_queries = {"unseen": unseen, "heldout": held, "openmoji": openmoji_test}
+    for name, protocol in protocols.items():
+        assert sorted(protocol.texts) == expected_texts[name]
+
+        def relevant(caption: str, row: dict, name=name) -> bool:
+            if name == "openmoji":  # the hit is the caption's own drawing
+                return caption in row["captions"]
+            return row["concept"] == concept_of_caption[caption]  # any drawing of the caption's concept
+
+        t2i, i2t = exact_ranks(model, regions, mask, protocol)
+        gallery, queries, texts, pool = galleries[name], image_queries[name], protocol.texts, protocol.text_pool
+        scores = pair_scores(model, [paths[i] for i in gallery], texts)  # [gallery, texts]
+        hits = np.array([[relevant(text, rows[i]) for i in gallery] for text in texts])
+        assert t2i.tolist() == brute_ranks(scores.T, hits), name
+        scores = pair_scores(model, [paths[i] for i in queries], pool)  # [image queries, pool]
+        hits = np.array([[relevant(text, rows[i]) for text in pool] for i in queries])
+        assert i2t.tolist() == brute_ranks(scores, hits), name
+
+
+def test_a_protocol_entry_with_pipeline_rows(tiny_emoji, encoded, tmp_path):
+    model, config, image_set, regions, mask = encoded
+    config.ingest.device = config.search.device = "cpu"
+    protocol = build_protocols(tiny_emoji["rows"])["heldout"]
+    exact_only = evaluate_protocol(model, config, image_set, regions, mask, protocol)
+    assert set(exact_only) == {"gallery", "text_queries", "image_queries", "text_pool", "exact"}
+    entry = evaluate_protocol(model, config, image_set, regions, mask, protocol, candidates=[4, 9], queries=5,
+                              workdir=tmp_path / "work")
+    assert entry["exact"] == exact_only["exact"]
+    assert (entry["gallery"], entry["text_queries"], entry["image_queries"]) == (9, 18, 9)
+    pipeline = entry["pipeline"]
+    assert pipeline["ingest"]["images"] == 9 and pipeline["queries"] == 5
+    for n in (4, 9):
+        values = pipeline[f"recall {n} + rerank"]
+        assert all(0 <= values[k] <= 100 for k in ("r1", "r5", "r10")) and values["ms_p50"] > 0
+        assert values["r1"] <= values["r5"] <= values["r10"]
+    t2i, _ = exact_ranks(model, regions, mask, protocol)
+    sample = query_sample(18, 5)
+    assert entry["exact_on_sample"] == {f"r{k}": round(100 * float(np.mean(t2i[sample] < k)), 2) for k in (1, 5, 10)}
+    # a second run finds the first's work directory and starts afresh
+    again = evaluate_protocol(model, config, image_set, regions, mask, protocol, candidates=[4], queries=5,
+                              workdir=tmp_path / "work")
+    assert again["pipeline"]["ingest"]["images"] == 9
+
+
+def test_query_sample_is_seeded_and_zero_means_all():
+    assert query_sample(7, 0).tolist() == list(range(7)) and query_sample(7, 9).tolist() == list(range(7))
+    sample = query_sample(100, 10)
+    assert len(set(sample.tolist())) == 10 and sample.tolist() == sorted(sample.tolist())
+    assert np.array_equal(sample, query_sample(100, 10)) and not np.array_equal(sample, query_sample(100, 10, seed=1))
+
+
+def test_a_work_directory_with_other_files_is_refused_not_deleted(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "store").mkdir(parents=True)
+    (mine / "quantizer.npz").write_bytes(b"")
+    assert not fresh_workdir(mine).exists()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "holiday.jpg").write_bytes(b"")
+    with pytest.raises(GeneralisationError, match="holiday.jpg"):
+        fresh_workdir(theirs)
+    assert (theirs / "holiday.jpg").exists()
+
+
+def test_a_protocol_without_queries_is_refused(tiny_emoji, encoded):
+    model, config, image_set, regions, mask = encoded
+    rows = [dict(r, concept_split="train") for r in tiny_emoji["rows"]]  # no test concept left
+    with pytest.raises(GeneralisationError, match="'unseen' has no queries"):
+        evaluate_protocol(model, config, image_set, regions, mask, build_protocols(rows)["unseen"])
