@@ -503,7 +503,7 @@ def tiny_emoji(tmp_path_factory):
                 "concept": code, "concept_split": concept_split, "source": artist, "artist": artist, "license": "test",
             })
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), collection / TABLE_NAME)
-    (collection / MANIFEST_NAME).write_text(json.dumps({"collection": "emoji-multi", "counts": {"total": len(rows)}}))
+    (collection / MANIFEST_NAME).write_text(json.dumps({"collection": "emoji-multi", "counts": {"total": len(rows)}, "caption_sources": {}}))
 
     backbone = make_tiny_text_backbone(root / "text", ["a", ",", *EMOJI_COLOURS, *EMOJI_SHAPES])
     config = load_config(None, [

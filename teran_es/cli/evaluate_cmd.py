@@ -123,6 +123,8 @@ def evaluate(
 
         torch.set_num_threads(threads)
     names = None
+    if generalisation is None and ctx.get_parameter_source("queries") is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--queries: only with --generalisation (a split's pipeline rows search all its captions)")
     if generalisation is not None:
         from teran_es.cli.generalisation_view import parse_protocols
 

@@ -98,13 +98,13 @@ def test_a_protocol_entry_with_pipeline_rows(tiny_emoji, encoded, tmp_path):
     protocol = build_protocols(tiny_emoji["rows"])["heldout"]
     exact_only = evaluate_protocol(model, config, image_set, regions, mask, protocol)
     assert set(exact_only) == {"gallery", "text_queries", "image_queries", "text_pool", "exact"}
-    entry = evaluate_protocol(model, config, image_set, regions, mask, protocol, candidates=[4, 9], queries=5,
+    entry = evaluate_protocol(model, config, image_set, regions, mask, protocol, candidates=[10, 20], queries=5,
                               workdir=tmp_path / "work")
     assert entry["exact"] == exact_only["exact"]
     assert (entry["gallery"], entry["text_queries"], entry["image_queries"]) == (9, 18, 9)
     pipeline = entry["pipeline"]
     assert pipeline["ingest"]["images"] == 9 and pipeline["queries"] == 5
-    for n in (4, 9):
+    for n in (10, 20):
         values = pipeline[f"recall {n} + rerank"]
         assert all(0 <= values[k] <= 100 for k in ("r1", "r5", "r10")) and values["ms_p50"] > 0
         assert values["r1"] <= values["r5"] <= values["r10"]
@@ -112,7 +112,7 @@ def test_a_protocol_entry_with_pipeline_rows(tiny_emoji, encoded, tmp_path):
     sample = query_sample(18, 5)
     assert entry["exact_on_sample"] == {f"r{k}": round(100 * float(np.mean(t2i[sample] < k)), 2) for k in (1, 5, 10)}
     # a second run finds the first's work directory and starts afresh
-    again = evaluate_protocol(model, config, image_set, regions, mask, protocol, candidates=[4], queries=5,
+    again = evaluate_protocol(model, config, image_set, regions, mask, protocol, candidates=[10], queries=5,
                               workdir=tmp_path / "work")
     assert again["pipeline"]["ingest"]["images"] == 9
 
