@@ -38,6 +38,10 @@ from teran_es.search_evaluation import evaluate_index_name
 from teran_es.searcher import Searcher
 
 SAMPLE_SEED = 0
+# Captions are encoded this many at a time whatever the caller's batch size: a caption's
+# embedding moves by rounding with its batch's padded length, enough to swap near ties among
+# thousands of texts, and the figures should not depend on a speed setting.
+CAPTION_BATCH = 256
 # what a pipeline work directory holds (workdir.py): a directory of nothing else may be wiped
 WORKDIR_ENTRIES = frozenset({"config.toml", "quantizer.npz", "store", "index", "skipped.jsonl", "dead-letter.jsonl"})
 
@@ -71,7 +75,6 @@ def exact_ranks(
     mask: torch.Tensor,
     protocol: Protocol,
     *,
-    batch_size: int = 256,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact-scan ranks of ``protocol`` in both directions.
@@ -81,13 +84,13 @@ def exact_ranks(
     gallery, i2t ranks [len(image_queries)] over the text pool), 0-based ranks of the best
     ranked relevant item (``generalisation.group_ranks``).
     """
-    words, word_mask = encode_captions(model, protocol.texts, batch_size=batch_size, progress=progress)
+    words, word_mask = encode_captions(model, protocol.texts, batch_size=CAPTION_BATCH, progress=progress)
     scores = _scores(model, regions[protocol.gallery], mask[protocol.gallery], words, word_mask)  # [N, Q]
     t2i = group_ranks(scores.T.numpy(), protocol.text_groups, protocol.gallery_groups)
     same_pool = protocol.text_pool is protocol.texts
     if not (same_pool and np.array_equal(protocol.image_queries, protocol.gallery)):  # else: the same matrix
         pool, pool_mask = (words, word_mask) if same_pool else encode_captions(
-            model, protocol.text_pool, batch_size=batch_size, progress=progress
+            model, protocol.text_pool, batch_size=CAPTION_BATCH, progress=progress
         )
         scores = _scores(model, regions[protocol.image_queries], mask[protocol.image_queries], pool, pool_mask)
     i2t = group_ranks(scores.numpy(), protocol.image_query_groups, protocol.text_pool_groups)
@@ -188,7 +191,7 @@ def evaluate_protocol(
     0 = all, in ``workdir``)."""
     if not len(protocol.texts) or not len(protocol.image_queries):
         raise GeneralisationError(f"protocol {protocol.name!r} has no queries in this collection")
-    t2i, i2t = exact_ranks(model, regions, mask, protocol, batch_size=batch_size, progress=progress)
+    t2i, i2t = exact_ranks(model, regions, mask, protocol, progress=progress)
     entry: dict[str, Any] = {
         "gallery": len(protocol.gallery),
         "text_queries": len(protocol.texts),
