@@ -3,14 +3,15 @@
 through the search pipeline (cell first stage + exact rerank, embedded backend).
 
     python benchmarks/bench_generalisation.py --new runs/emoji-lite0/train/best
-    python benchmarks/bench_generalisation.py --models old=models/openmoji-minilm --protocols openmoji
+    python benchmarks/bench_generalisation.py --old models/openmoji-minilm --protocols openmoji
 
 Protocols (teran_es/generalisation.py): ``unseen`` (test concepts, drawn by any artist,
 against the whole collection), ``heldout`` (Twemoji's captions against all of its drawings)
 and ``openmoji`` (the OpenMoji test captions against the 4,081 OpenMoji drawings, as
 bench_openmoji.py's "all" setting; image -> text on the test split alone). The pipeline rows
 use a seeded sample of at most --rerank-queries text queries per protocol; the exact row on
-the same sample is given beside them. Writes benchmarks/results/generalisation.json.
+the same sample is given beside them. The work is teran_es/generalisation_eval.py (also behind
+`teran-es evaluate --generalisation`, for one model). Writes benchmarks/results/generalisation.json.
 """
 
 from __future__ import annotations
