@@ -53,6 +53,9 @@ class GeneralisationError(TeranError, ValueError):
 def collection_image_set(model, rows: list[dict], collection: str | Path, progress: bool = False) -> ImageCaptionSet:
     """Every row's drawing as the model takes it, in row order: the regions of a frozen
     pretrained front end (computed once, cached on disk), else the decoded pixels."""
+    if getattr(model, "frontend", None) is None:
+        raise GeneralisationError("the emoji collection is images: this needs a model with an image front end "
+                                  "(model.frontend), e.g. one trained with pipelines/emoji-lite0.toml")
     root = Path(collection)
     files = [ImageFile(r["image_id"], str(root / r["path"]), list(r["captions"]), r["split"]) for r in rows]
     size = model.config.image_size

@@ -67,7 +67,8 @@ from teran_es.index import BACKENDS
     "--workdir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Work directory for --candidates (default: <cache>/evaluate/<model>-<split>-<backend>).",
+    help="Work directory for --candidates (default: <cache>/evaluate/<model>-<split>-<backend>; with "
+    "--generalisation, one per protocol under <cache>/evaluate/<model>-generalisation/).",
 )
 @click.option(
     "--generalisation",

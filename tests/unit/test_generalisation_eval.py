@@ -142,3 +142,11 @@ def test_a_protocol_without_queries_is_refused(tiny_emoji, encoded):
     rows = [dict(r, concept_split="train") for r in tiny_emoji["rows"]]  # no test concept left
     with pytest.raises(GeneralisationError, match="'unseen' has no queries"):
         evaluate_protocol(model, config, image_set, regions, mask, build_protocols(rows)["unseen"])
+
+
+def test_a_model_without_an_image_front_end_is_refused(tiny_emoji):
+    class NoFrontEnd:
+        frontend = None
+
+    with pytest.raises(GeneralisationError, match="image front end"):
+        collection_image_set(NoFrontEnd(), tiny_emoji["rows"], tiny_emoji["collection"])
