@@ -1,0 +1,203 @@
+"""What the frozen features alone give: a linear joint embedding of a checkpoint's pooled
+image regions and its text backbone's sentence vectors, trained on the train split, scored
+on the three generalisation protocols beside the checkpoint's own TERAN figures.
+
+    python benchmarks/bench_linear_probe.py --checkpoint runs/emoji-lite0/train/best
+
+The image side is the mean of the checkpoint's front-end regions (for a frozen pretrained
+front end, the cached regions that TERAN's layers start from); the text side is the mean of
+the text backbone's last states over the caption's tokens (the sentence vector MiniLM was
+trained to give). Two linear maps into ``--dim`` dimensions are fitted with a symmetric
+InfoNCE loss in which drawings of the same concept are positives of each other, as
+``train.positive_groups = "concept"`` treats them. The probe asks how far a linear map of the
+same frozen features gets, which tells whether the layers above the backbones, or the
+backbones themselves, limit the model. Writes benchmarks/results/linear-probe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, machine_info, repo_relative, write_results  # noqa: E402
+
+from teran_es.collections.emoji_multi import build_emoji_collection, read_rows  # noqa: E402
+from teran_es.encoding import frontend_size, image_inputs  # noqa: E402
+from teran_es.evaluation import encode_image_set  # noqa: E402
+from teran_es.generalisation import build_protocols, group_ranks, recalls  # noqa: E402
+from teran_es.generalisation_eval import collection_image_set, exact_ranks  # noqa: E402
+from teran_es.model.checkpoint import load_checkpoint  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@torch.no_grad()
+def pooled_regions(model, image_set, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """The mean of each image's front-end regions (padding left out) -> float32 [N, C]."""
+    out = []
+    for start in tqdm(range(0, len(image_set), batch_size), desc="pool regions", disable=not progress, leave=False):
+        records = [image_set.load(i) for i in range(start, min(start + batch_size, len(image_set)))]
+        inputs = image_inputs(records, frontend_size(model))
+        if "pixels" in inputs:
+            features, _ = model.frontend(inputs["pixels"].to(model.device))
+            mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        else:
+            features, mask = inputs["features"], inputs["region_mask"]
+        weights = mask.float().unsqueeze(-1)
+        out.append(((features.float() * weights).sum(1) / weights.sum(1).clamp_min(1)).cpu())
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def sentence_vectors(model, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    """The text backbone's last states averaged over each text's tokens, L2-normalised -> [M, H]."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        tokens = model.tokenize(texts[start : start + batch_size])
+        ids, attention = tokens["input_ids"].to(model.device), tokens["attention_mask"].to(model.device)
+        states = model.textual.backbone_states(ids, attention).float()
+        weights = attention.float().unsqueeze(-1)
+        out.append(F.normalize((states * weights).sum(1) / weights.sum(1), dim=-1).cpu())
+    return torch.cat(out).numpy()
+
+
+def fit_linear_probe(
+    image_x: np.ndarray,
+    text_x: np.ndarray,
+    pairs: np.ndarray,
+    groups: np.ndarray,
+    *,
+    dim: int = 256,
+    epochs: int = 10,
+    batch_size: int = 256,
+    temperature: float = 0.05,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+    """Two linear maps (image [C] -> [dim], text [H] -> [dim]) fitted on the matching ``pairs``.
+
+    image_x [N, C], text_x [M, H]; pairs int [P, 2] of (image row, text row); groups int [N]:
+    within a batch, every pair whose image is of the same group as a row's is a positive of
+    that row (a multi-positive InfoNCE in both directions at ``temperature``); the rest are
+    negatives. The image features should be standardised by the caller.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    images, texts = torch.from_numpy(image_x).float(), torch.from_numpy(text_x).float()
+    pair_index, group = torch.from_numpy(pairs).long(), torch.from_numpy(groups).long()
+    image_map, text_map = torch.nn.Linear(images.shape[1], dim), torch.nn.Linear(texts.shape[1], dim)
+    optimiser = torch.optim.AdamW([*image_map.parameters(), *text_map.parameters()], lr=lr, weight_decay=1e-4)
+    for _ in range(epochs):
+        order = torch.randperm(len(pair_index), generator=generator)
+        for start in range(0, len(order), batch_size):
+            batch = pair_index[order[start : start + batch_size]]
+            zi = F.normalize(image_map(images[batch[:, 0]]), dim=-1)
+            zt = F.normalize(text_map(texts[batch[:, 1]]), dim=-1)
+            logits = zi @ zt.T / temperature
+            g = group[batch[:, 0]]
+            positive = (g[:, None] == g[None, :]).float()
+            loss = -(F.log_softmax(logits, 1) * positive).sum(1).div(positive.sum(1)).mean()
+            loss = loss - (F.log_softmax(logits, 0) * positive).sum(0).div(positive.sum(0)).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return image_map.eval(), text_map.eval()
+
+
+def probe_protocol(image_z: torch.Tensor, text_z: dict[str, torch.Tensor], protocol) -> dict:
+    """Exact R@1/5/10 both ways of one protocol on probe embeddings (image_z [N_rows, dim],
+    text_z: text -> [dim], all normalised)."""
+    queries = torch.stack([text_z[t] for t in protocol.texts])
+    t2i = group_ranks((queries @ image_z[protocol.gallery].T).numpy(), protocol.text_groups, protocol.gallery_groups)
+    pool = torch.stack([text_z[t] for t in protocol.text_pool])
+    i2t = group_ranks((image_z[protocol.image_queries] @ pool.T).numpy(), protocol.image_query_groups,
+                      protocol.text_pool_groups)
+    return {"t2i": recalls(t2i), "i2t": recalls(i2t)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(REPO / "runs" / "emoji-lite0" / "train" / "best"))
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-teran", action="store_true", help="skip the checkpoint's own exact figures")
+    parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/linear-probe.json)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    progress = not args.no_progress
+    started = time.perf_counter()
+
+    collection = build_emoji_collection(progress=progress)
+    rows = read_rows(collection)
+    protocols = build_protocols(rows)
+    model, _, meta = load_checkpoint(args.checkpoint)
+    image_set = collection_image_set(model, rows, collection, progress=progress)
+
+    t = time.perf_counter()
+    pooled = pooled_regions(model, image_set, progress=progress)
+    texts = sorted({caption for r in rows for caption in r["captions"]})
+    text_row = {text: i for i, text in enumerate(texts)}
+    sentences = sentence_vectors(model, texts)
+    features_seconds = time.perf_counter() - t
+
+    train = np.asarray([r["split"] == "train" for r in rows])
+    mean, std = pooled[train].mean(0), pooled[train].std(0) + 1e-6
+    concepts = {c: i for i, c in enumerate(sorted({r["concept"] for r in rows}))}
+    groups = np.asarray([concepts[r["concept"]] for r in rows])
+    pairs = np.asarray([(i, text_row[c]) for i, r in enumerate(rows) if train[i] for c in r["captions"]], dtype=np.int64)
+    t = time.perf_counter()
+    image_map, text_map = fit_linear_probe((pooled - mean) / std, sentences, pairs, groups, dim=args.dim,
+                                           epochs=args.epochs, seed=args.seed)
+    fit_seconds = time.perf_counter() - t
+    with torch.no_grad():
+        image_z = F.normalize(image_map(torch.from_numpy((pooled - mean) / std).float()), dim=-1)
+        text_all = F.normalize(text_map(torch.from_numpy(sentences)), dim=-1)
+    text_z = {text: text_all[i] for i, text in enumerate(texts)}
+
+    results: dict[str, dict] = {}
+    regions = mask = None
+    if not args.no_teran:
+        regions, mask = encode_image_set(model, image_set, progress=progress)
+    for name, protocol in protocols.items():
+        entry = {"probe": probe_protocol(image_z, text_z, protocol)}
+        if regions is not None:
+            t2i, i2t = exact_ranks(model, regions, mask, protocol)
+            entry["teran"] = {"t2i": recalls(t2i), "i2t": recalls(i2t)}
+            entry["t2i_r10_teran_over_probe"] = round(entry["teran"]["t2i"]["r10"]
+                                                      / max(entry["probe"]["t2i"]["r10"], 1e-9), 2)
+        results[name] = entry
+        line = f"{name:8} probe t2i R@10 {entry['probe']['t2i']['r10']:5.1f} i2t {entry['probe']['i2t']['r10']:5.1f}"
+        if "teran" in entry:
+            line += f" | TERAN t2i R@10 {entry['teran']['t2i']['r10']:5.1f} i2t {entry['teran']['i2t']['r10']:5.1f}"
+        print(line, flush=True)
+
+    payload = {
+        "benchmark": "linear-probe",
+        "settings": {**vars(args), "checkpoint": repo_relative(args.checkpoint)},
+        "model": {"checkpoint": repo_relative(args.checkpoint), "fingerprint": meta["fingerprint"],
+                  "frontend": model.config.frontend, "frontend_block": model.config.frontend_block,
+                  "image_size": model.config.image_size},
+        "probe": {"image_dim": int(pooled.shape[1]), "text_dim": int(sentences.shape[1]), "train_pairs": len(pairs),
+                  "features_seconds": round(features_seconds, 1), "fit_seconds": round(fit_seconds, 1)},
+        "machine": machine_info(threads=args.threads),
+        "seconds": round(time.perf_counter() - started, 1),
+        "protocols": results,
+    }
+    print(f"wrote {write_results('linear-probe', payload, Path(args.out) if args.out else RESULTS_DIR / 'linear-probe.json')}")
+    print(json.dumps({name: entry.get("t2i_r10_teran_over_probe") for name, entry in results.items()}))
+
+
+if __name__ == "__main__":
+    main()
