@@ -5,6 +5,9 @@ captions that align best with an image, by an exact scan over all of them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 
 from teran_es.cli.common import (
@@ -53,18 +56,12 @@ def search(
     if not query:
         raise click.UsageError("missing the words to search for (or --image PATH to search by image)")
     text = " ".join(query)
-    try:
+    with _search_errors(QueryError):
         searcher = Searcher.open(config, device=device)
         try:
             result = searcher.search(text, k=k, candidates=candidates, exact=exact)
         finally:
             searcher.close()
-    except QueryError as exc:
-        raise click.UsageError(str(exc)) from None
-    except (TeranError, FileNotFoundError) as exc:  # FileNotFoundError: model files
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot read the collection: {os_error_message(exc)}") from None
     if as_json:
         emit_json(result.to_dict())
         return
@@ -75,6 +72,21 @@ def search(
     for rank, hit in enumerate(result.hits, 1):
         extra = f"  {hit.caption}" if hit.caption else ""
         click.echo(f"{rank:3d}. {hit.score:8.4f}  {hit.id}{extra}")
+
+
+@contextmanager
+def _search_errors(*usage_errors: type[Exception]) -> Iterator[None]:
+    """Errors of a search as the command reports them: ``usage_errors`` (a bad query) as usage
+    errors; the library's own and missing model files as plain errors; other OS errors as an
+    unreadable collection."""
+    try:
+        yield
+    except usage_errors as exc:
+        raise click.UsageError(str(exc)) from None
+    except (TeranError, FileNotFoundError) as exc:  # FileNotFoundError: model files
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the collection: {os_error_message(exc)}") from None
 
 
 def search_captions(config, image_path: str | None, image_id: str | None, k: int | None, device, as_json) -> None:
@@ -100,7 +112,7 @@ def search_captions(config, image_path: str | None, image_id: str | None, k: int
             bar = tqdm(total=total, desc="captions", unit="caption", disable=as_json)
         bar.update(done - bar.n)
 
-    try:
+    with _search_errors(UnknownImageError, ImageDecodeError, ImageQueryError):
         searcher = Searcher.open(config, device=device)
         try:
             captions = CaptionSearch(searcher, Catalog.open(config))
@@ -118,12 +130,6 @@ def search_captions(config, image_path: str | None, image_id: str | None, k: int
                 result = captions.by_file(data, k, path.name)
         finally:
             searcher.close()
-    except (UnknownImageError, ImageDecodeError, ImageQueryError) as exc:
-        raise click.UsageError(str(exc)) from None
-    except (TeranError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot read the collection: {os_error_message(exc)}") from None
     if as_json:
         emit_json(result.to_dict())
         return
