@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, machine_info, repo_relative, write_results  # noqa: E402
 
 from teran_es.evaluation import encode_captions, encode_image_set  # noqa: E402
-from teran_es.features.pixels import ImageFile, image_file_set, iter_folder_images  # noqa: E402
+from teran_es.features.pixels import ImageFile, iter_folder_images  # noqa: E402
 from teran_es.model.alignment import chunked_scores  # noqa: E402
 from teran_es.model.checkpoint import load_checkpoint  # noqa: E402
-from teran_es.region_cache import cached_region_set, frozen_pretrained_frontend  # noqa: E402
+from teran_es.region_cache import model_image_set  # noqa: E402
 
 DEMO_QUERIES = {"red heart": "openmoji-2764", "a cat that is laughing": "openmoji-1F639", "food": "",
                 "flag of Italy": "openmoji-1F1EE-1F1F9"}
@@ -58,11 +58,8 @@ def photo_images() -> list[ImageFile]:
 def ranked(checkpoint: str, images: list[ImageFile], queries: dict[str, str], k: int) -> dict:
     """{query: {"top": [ids], "expected": id, "rank": 1-based rank of it or None}} for one checkpoint."""
     model, _, meta = load_checkpoint(checkpoint)
-    size = model.config.image_size
-    image_set = image_file_set(images, size, name="queries")
-    if frozen_pretrained_frontend(model) is not None:
-        image_set = cached_region_set(model, image_set, size, progress=False)
-    ids = [image_set.image_ids[i] for i in range(len(image_set))]
+    image_set = model_image_set(model, images, name="queries")
+    ids = list(image_set.image_ids)
     regions, mask = encode_image_set(model, image_set)
     words, word_mask = encode_captions(model, list(queries))
     scores = chunked_scores(regions, mask, words, word_mask, kind=model.config.score, padding=model.config.padding)

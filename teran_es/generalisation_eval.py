@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 from teran_es.config import PipelineConfig
 from teran_es.errors import TeranError
 from teran_es.evaluation import encode_captions
-from teran_es.features.pixels import ImageFile, image_file_set
+from teran_es.features.pixels import ImageFile
 from teran_es.features.records import ImageCaptionSet
 from teran_es.generalisation import Protocol, group_ranks, list_ranks, recalls
 from teran_es.indexer import Ingestor
 from teran_es.model.alignment import chunked_scores
-from teran_es.region_cache import cached_region_set, frozen_pretrained_frontend
+from teran_es.region_cache import model_image_set
 from teran_es.search_evaluation import evaluate_index_name
 from teran_es.searcher import Searcher
 
@@ -58,13 +58,10 @@ def collection_image_set(model, rows: list[dict], collection: str | Path, progre
                                   "(model.frontend), e.g. one trained with pipelines/emoji-lite0.toml")
     root = Path(collection)
     files = [ImageFile(r["image_id"], str(root / r["path"]), list(r["captions"]), r["split"]) for r in rows]
-    size = model.config.image_size
-    pixels = image_file_set(files, size, name="all")
-    if len(pixels) != len(rows):  # a row without captions is left out: indices would no longer match
-        raise GeneralisationError(f"{len(rows) - len(pixels)} row(s) of {root} have no captions; rebuild the collection")
-    if frozen_pretrained_frontend(model) is not None:
-        return cached_region_set(model, pixels, size, progress=progress)
-    return pixels
+    missing = sum(not file.captions for file in files)
+    if missing:  # a row without captions would be left out: indices would no longer match
+        raise GeneralisationError(f"{missing} row(s) of {root} have no captions; rebuild the collection")
+    return model_image_set(model, files, name="all", progress=progress)
 
 
 def _scores(model, regions: torch.Tensor, mask: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor):

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from teran_es.config import default_cache_dir
-from teran_es.features.pixels import ImageFile, stack_pixels
+from teran_es.features.pixels import ImageFile, image_file_set, stack_pixels
 from teran_es.features.records import ImageCaptionSet, ImageRecord
 from teran_es.model.pretrained_frontend import PretrainedRegions, weights_fingerprint
 
@@ -94,3 +94,14 @@ def cached_region_set(
         for image, path in zip(images, paths, strict=True)
     ]
     return ImageCaptionSet.from_records(records, name=image_set.name)
+
+
+def model_image_set(model, files: list[ImageFile], *, name: str = "", progress: bool = False) -> ImageCaptionSet:
+    """``files`` decoded as the model takes them: the regions of its frozen pretrained front end
+    (computed once, cached on disk), else the pixels at its input size. As ``image_file_set``,
+    files without captions are left out."""
+    size = model.config.image_size
+    pixels = image_file_set(files, size, name=name)
+    if frozen_pretrained_frontend(model) is not None:
+        return cached_region_set(model, pixels, size, progress=progress)
+    return pixels

@@ -12,7 +12,7 @@ from PIL import Image
 from teran_es.features.pixels import ImageFile, image_file_set
 from teran_es.model.efficientnet import EfficientNetLite
 from teran_es.model.pretrained_frontend import PretrainedRegions
-from teran_es.region_cache import cached_region_set, frozen_pretrained_frontend
+from teran_es.region_cache import cached_region_set, frozen_pretrained_frontend, model_image_set
 
 STAGES = ((1, 3, 1, 1, 8, 4), (2, 3, 2, 2, 4, 6))
 
@@ -86,3 +86,17 @@ def test_another_front_end_gets_its_own_cache(tmp_path, pictures):
     second = cached_region_set(other, images, 16, cache_dir=tmp_path, progress=False)
     assert not np.allclose(first.load(0).features, second.load(0).features)
     assert len(list((tmp_path / "region-features").iterdir())) == 2
+
+
+def test_a_model_takes_cached_regions_when_frozen_and_pixels_otherwise(tmp_path, pictures, monkeypatch):
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    frozen, tuned = make_holder(), make_holder(trainable_blocks=1)
+    for holder in (frozen, tuned):
+        holder.config = type("Config", (), {"image_size": 16})()
+    no_captions = ImageFile("bare", pictures[0].path, [], "train")
+    as_regions = model_image_set(frozen, [*pictures, no_captions], name="p")
+    expected = cached_region_set(frozen, image_file_set(pictures, 16), 16, progress=False)
+    assert as_regions.image_ids == expected.image_ids == [f"p{i}" for i in range(5)]  # the file without captions left out
+    np.testing.assert_array_equal(as_regions.load(3).features, expected.load(3).features)
+    as_pixels = model_image_set(tuned, pictures, name="p")  # a tuned block: regions change, nothing cached
+    assert isinstance(as_pixels.load(3), ImageFile) and as_pixels.load(3).pixels.shape == (16, 16, 3)
