@@ -5,7 +5,8 @@ on the three generalisation protocols beside the checkpoint's own TERAN figures.
     python benchmarks/bench_linear_probe.py --checkpoint runs/emoji-lite0/train/best
 
 The image side is the mean of the checkpoint's front-end regions (for a frozen pretrained
-front end, the cached regions that TERAN's layers start from); the text side is the mean of
+front end, the cached regions that TERAN's layers start from; for one with fine-tuned blocks,
+the regions its tuned blocks make of the cached trunk maps); the text side is the mean of
 the text backbone's last states over the caption's tokens (the sentence vector MiniLM was
 trained to give). Two linear maps into ``--dim`` dimensions are fitted with a symmetric
 InfoNCE loss in which drawings of the same concept are positives of each other, as
@@ -47,8 +48,11 @@ def pooled_regions(model, image_set, batch_size: int = 64, progress: bool = Fals
     for start in tqdm(range(0, len(image_set), batch_size), desc="pool regions", disable=not progress, leave=False):
         records = [image_set.load(i) for i in range(start, min(start + batch_size, len(image_set)))]
         inputs = image_inputs(records, frontend_size(model))
-        if "pixels" in inputs:
-            features, _ = model.frontend(inputs["pixels"].to(model.device))
+        if "pixels" in inputs or "trunk_maps" in inputs:  # a grid: every cell is a region
+            if "pixels" in inputs:
+                features, _ = model.frontend(inputs["pixels"].to(model.device))
+            else:
+                features, _ = model.frontend.tail(inputs["trunk_maps"].to(model.device))
             mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
         else:
             features, mask = inputs["features"], inputs["region_mask"]

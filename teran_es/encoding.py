@@ -1,27 +1,38 @@
-"""Records in, model inputs and image embeddings out: one place that knows both kinds of image.
+"""Records in, model inputs and image embeddings out: one place that knows every kind of image.
 
-An image reaches TERAN either as region features (:class:`~teran_es.features.records.ImageRecord`)
-or as pixels (:class:`~teran_es.features.pixels.ImageFile`, for a model with an image front
-end). Training, evaluation and ingest all batch images through these functions.
+An image reaches TERAN as region features (:class:`~teran_es.features.records.ImageRecord`),
+as pixels (:class:`~teran_es.features.pixels.ImageFile`, for a model with an image front
+end), or as the cached map of a partly fine-tuned front end's frozen trunk
+(:class:`~teran_es.features.records.TrunkMapRecord`). Training, evaluation and ingest all
+batch images through these functions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from teran_es.errors import ConfigError
 from teran_es.features.pixels import ImageFile, stack_pixels
-from teran_es.features.records import ImageRecord, pad_regions
+from teran_es.features.records import ImageRecord, TrunkMapRecord, pad_regions
+
+ImageInput = ImageRecord | ImageFile | TrunkMapRecord
 
 
-def uses_pixels(records: Sequence[ImageRecord | ImageFile]) -> bool:
-    """True when the batch holds images as pixels; mixed batches are refused."""
-    kinds = {isinstance(r, ImageFile) for r in records}
+def record_kind(records: Sequence[ImageInput]) -> str:
+    """"pixels", "trunk" or "regions": how the batch holds its images; mixed batches are refused."""
+    kinds = {"pixels" if isinstance(r, ImageFile) else "trunk" if isinstance(r, TrunkMapRecord) else "regions"
+             for r in records}
     if len(kinds) > 1:
-        raise ValueError("a batch mixes images given as pixels with images given as region features")
-    return kinds == {True}
+        raise ValueError(f"a batch mixes images given as {' and '.join(sorted(kinds))}")
+    return kinds.pop() if kinds else "regions"
+
+
+def uses_pixels(records: Sequence[ImageInput]) -> bool:
+    """True when the batch holds images as pixels; mixed batches are refused."""
+    return record_kind(records) == "pixels"
 
 
 def frontend_size(model) -> int | None:
@@ -30,12 +41,15 @@ def frontend_size(model) -> int | None:
 
 
 def image_inputs(
-    records: Sequence[ImageRecord | ImageFile], image_size: int | None = None
+    records: Sequence[ImageInput], image_size: int | None = None
 ) -> dict[str, torch.Tensor]:
     """The keyword inputs of ``TERAN.forward`` for a batch of images (on the CPU):
-    ``{"pixels"}`` [B, 3, S, S] uint8 with S = ``image_size``, or ``{"features", "boxes",
-    "region_mask"}`` padded."""
-    if uses_pixels(records):
+    ``{"pixels"}`` [B, 3, S, S] uint8 with S = ``image_size``, ``{"trunk_maps"}`` [B, C, h, w]
+    as cached, or ``{"features", "boxes", "region_mask"}`` padded."""
+    kind = record_kind(records)
+    if kind == "trunk":
+        return {"trunk_maps": torch.from_numpy(np.stack([r.maps for r in records]))}
+    if kind == "pixels":
         if not image_size:
             raise ConfigError(
                 "these images come as pixels but the model has no image front end (model.frontend = "
@@ -50,10 +64,12 @@ def image_inputs(
     }
 
 
-def encode_image_records(model, records: Sequence[ImageRecord | ImageFile], device: torch.device | str):
+def encode_image_records(model, records: Sequence[ImageInput], device: torch.device | str):
     """ImageEmbeddings of a batch of records, computed on ``device`` (no gradients kept)."""
     inputs = {name: tensor.to(device) for name, tensor in image_inputs(records, frontend_size(model)).items()}
     with torch.inference_mode():
         if "pixels" in inputs:
             return model.encode_pixels(inputs["pixels"])
+        if "trunk_maps" in inputs:
+            return model.encode_trunk_maps(inputs["trunk_maps"])
         return model.encode_images(inputs["features"], inputs["boxes"], inputs["region_mask"])

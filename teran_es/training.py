@@ -54,7 +54,7 @@ from teran_es.features.image_table import read_image_groups
 from teran_es.model.checkpoint import load_checkpoint, save_checkpoint
 from teran_es.model.loss import build_loss
 from teran_es.model.teran import TERAN
-from teran_es.region_cache import cached_region_set, frozen_pretrained_frontend
+from teran_es.region_cache import cached_frontend_set
 from teran_es.training_batches import build_text_cache, caption_pairs, collate, group_indices
 from teran_es.training_step import StepWarmupSchedule, amp_settings, build_optimizer, train_step
 
@@ -194,13 +194,12 @@ class TrainingRun:
         return state
 
     def _cache_regions(self) -> None:
-        """With a frozen pretrained front end, train and validate on its regions, computed once
-        per image and cached (region_cache.py), not on pixels every step."""
-        if frozen_pretrained_frontend(self.model) is None:
-            return
+        """With a pretrained front end, train and validate on what its frozen part computes,
+        once per image and cached (region_cache.py): the regions of a wholly frozen one, the
+        trunk maps of one with fine-tuned blocks (which then run every step); not pixels."""
         size = self.config.model.image_size
-        self.train_set = cached_region_set(self.model, self.train_set, size, progress=self.progress)
-        self.val_set = cached_region_set(self.model, self.val_set, size, progress=self.progress)
+        self.train_set = cached_frontend_set(self.model, self.train_set, size, progress=self.progress)
+        self.val_set = cached_frontend_set(self.model, self.val_set, size, progress=self.progress)
 
     def _resume(self) -> tuple[Any, dict[str, Any]]:
         """(model, training state) from ``last/``; refuses a run whose model differs from the config."""

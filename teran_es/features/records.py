@@ -56,6 +56,18 @@ class ImageRecord:
         return int(self.features.shape[1])
 
 
+@dataclass
+class TrunkMapRecord:
+    """One image as the frozen trunk of a partly fine-tuned pretrained front end leaves it:
+    ``maps`` [C, h, w] (fp16 as cached by region_cache.py); the tuned blocks take it from there."""
+
+    image_id: str
+    maps: np.ndarray
+    captions: list[str] = field(default_factory=list)
+    split: str = ""
+    path: str = ""
+
+
 def check_on_error(on_error: str | Callable[[RecordError], None]) -> str | Callable[[RecordError], None]:
     """"raise", "skip", or a callable: skip, and hand it each error (e.g. to count or record it)."""
     if callable(on_error):

@@ -5,6 +5,11 @@ Lite differs from EfficientNet-B0: no squeeze-and-excitation, ReLU6 instead of s
 fixed 32-channel stem and 1280-channel head. As in the TensorFlow original, convolutions pad
 "same" (more on the bottom/right when the padding is odd), batch norm uses eps 1e-3 and the
 input is ``(x - 127) / 128`` for x in 0..255.
+
+Inference (a batch norm in eval mode) folds each batch norm into the convolution before it
+and pads through the convolution itself wherever "same" padding is symmetric: on CPU the
+separate batch-norm pass and padding copies cost as much as the convolutions (measured by
+benchmarks/bench_frontend_speed.py). The state dict keeps the package's layout either way.
 """
 
 from __future__ import annotations
@@ -44,9 +49,25 @@ class SameConv2d(nn.Conv2d):
         super().__init__(cin, cout, kernel, stride=stride, padding=0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convolve(x, self.weight)
+
+    def convolve(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """This convolution's geometry with ``weight`` and ``bias`` (e.g. a folded batch norm's)."""
         top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
         left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
-        return super().forward(F.pad(x, (left, right, top, bottom)))
+        if top == bottom and left == right:  # symmetric: the convolution pads, no copy of x
+            return F.conv2d(x, weight, bias, self.stride, (top, left), 1, self.groups)
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, self.stride, 0, 1, self.groups)
+
+
+def conv_bn(x: torch.Tensor, conv: SameConv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """``bn(conv(x))``; with ``bn`` in eval mode as one convolution with the batch norm folded
+    into its weight and bias (the same function, one pass over the map instead of two)."""
+    if bn.training:
+        return bn(conv(x))
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # [C_out]
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    return conv.convolve(x, weight, bn.bias - bn.running_mean * scale)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -71,9 +92,10 @@ class MBConv(nn.Module):
         self.skip = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        h = F.relu6(self._bn1(self._depthwise_conv(h)))
-        h = self._bn2(self._project_conv(h))
+        # relu6 in place: its input is a fresh map nothing else holds
+        h = F.relu6(conv_bn(x, self._expand_conv, self._bn0), inplace=True) if self.expand else x
+        h = F.relu6(conv_bn(h, self._depthwise_conv, self._bn1), inplace=True)
+        h = conv_bn(h, self._project_conv, self._bn2)
         return h + x if self.skip else h
 
 
@@ -108,18 +130,52 @@ class EfficientNetLite(nn.Module):
 
     def feature_map(self, x: torch.Tensor, block: int = -1) -> torch.Tensor:
         """Normalised input [B, 3, H, W] -> the map after block ``block`` (-1: the head) [B, C, h, w]."""
+        self._check_block(block)
+        return self.continue_map(self.stem(x), 0, block)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised input [B, 3, H, W] -> the stem's map [B, C_stem, H/2, W/2] (before block 0)."""
+        return F.relu6(conv_bn(x, self._conv_stem, self._bn0), inplace=True)
+
+    def continue_map(self, h: torch.Tensor, start: int, block: int = -1) -> torch.Tensor:
+        """The map ``h`` that block ``start`` takes (the stem's for 0) -> the map after block
+        ``block`` (-1: the head): the network from the middle, e.g. from a cached map."""
+        self._check_block(block)
+        stop = len(self._blocks) if block == -1 else block + 1
+        if not 0 <= start <= stop:
+            raise ValueError(f"start must be 0..{stop}, got {start}")
+        for module in self._blocks[start:stop]:
+            h = module(h)
+        return F.relu6(conv_bn(h, self._conv_head, self._bn1), inplace=True) if block == -1 else h
+
+    def _check_block(self, block: int) -> None:
         if not -1 <= block < len(self._blocks):
             raise ValueError(f"block must be -1 (the head) or 0..{len(self._blocks) - 1}, got {block}")
-        h = F.relu6(self._bn0(self._conv_stem(x)))
-        for index, module in enumerate(self._blocks):
-            h = module(h)
-            if index == block:
-                return h
-        return F.relu6(self._bn1(self._conv_head(h)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised input [B, 3, H, W] -> ImageNet logits [B, classes]."""
         return self._fc(self.feature_map(x).mean(dim=(2, 3)))
+
+
+def reference_feature_map(network: EfficientNetLite, x: torch.Tensor, block: int = -1) -> torch.Tensor:
+    """``network.feature_map`` the plain way: every convolution on an explicitly padded copy,
+    every batch norm as its own pass. What the folded path must equal (tests) and what it is
+    timed against (benchmarks/bench_frontend_speed.py)."""
+
+    def conv(h: torch.Tensor, module: SameConv2d) -> torch.Tensor:
+        top, bottom = same_padding(h.shape[-2], module.kernel_size[0], module.stride[0])
+        left, right = same_padding(h.shape[-1], module.kernel_size[1], module.stride[1])
+        return F.conv2d(F.pad(h, (left, right, top, bottom)), module.weight, None, module.stride, 0, 1, module.groups)
+
+    h = F.relu6(network._bn0(conv(x, network._conv_stem)))
+    for index, m in enumerate(network._blocks):
+        inner = F.relu6(m._bn0(conv(h, m._expand_conv))) if m.expand else h
+        inner = F.relu6(m._bn1(conv(inner, m._depthwise_conv)))
+        inner = m._bn2(conv(inner, m._project_conv))
+        h = inner + h if m.skip else inner
+        if index == block:
+            return h
+    return F.relu6(network._bn1(conv(h, network._conv_head)))
 
 
 def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,13 @@ stored in a checkpoint: it names the package and a fingerprint of the weights in
 loading refuses weights that differ (model/checkpoint.py). The map after a chosen block is
 average-pooled to a G x G grid (or kept whole with ``grid = 0``); each cell is a region, its
 box the cell. Frozen by default; ``trainable_blocks`` fine-tunes the last blocks used.
+
+A front end with fine-tuned blocks splits in two: the frozen ``trunk`` (stem and the blocks
+before the tuned ones), whose map of an image never changes and can be computed once and
+cached (region_cache.py), and the ``tail`` (the tuned blocks, the pooling) that training runs
+every step. Batch norms keep their ImageNet statistics in both parts (eval mode always): the
+tuned blocks learn their convolutions and the norms' scales and shifts, and a training step
+computes exactly what inference does.
 """
 
 from __future__ import annotations
@@ -79,13 +86,18 @@ class PretrainedRegions(nn.Module):
 
     def __init__(self, network: EfficientNetLite, block: int, grid: int, trainable_blocks: int = 0):
         super().__init__()
-        self.network = network
+        # channels-last maps: on CPU (oneDNN) the forward runs ~1.8x faster than on the default
+        # layout (benchmarks/bench_frontend_speed.py); the weights' values, the state dict's
+        # keys and the fingerprint (taken on contiguous copies) are unchanged
+        self.network = network.to(memory_format=torch.channels_last)
         self.block = block
         self.grid = grid
         self.feature_dim = network.block_channels(block)
         used = len(network._blocks) if block == -1 else block + 1
         self.trainable_blocks = max(0, min(trainable_blocks, used))
-        tuned = [f"_blocks.{i}" for i in range(used - self.trainable_blocks, used)]
+        self.trunk_blocks = used - self.trainable_blocks  # blocks 0..trunk_blocks-1 are frozen
+        self._used = used
+        tuned = [f"_blocks.{i}" for i in range(self.trunk_blocks, used)]
         if block == -1 and self.trainable_blocks > 0:
             tuned += ["_conv_head", "_bn1"]
         self.tuned_modules: tuple[str, ...] = tuple(tuned)  # names inside network (not registered twice)
@@ -99,16 +111,41 @@ class PretrainedRegions(nn.Module):
     def frozen(self) -> bool:
         return not any(p.requires_grad for p in self.network.parameters())
 
+    @property
+    def trunk_channels(self) -> int:
+        """Channels of the trunk's map (what the first tuned block takes)."""
+        if self.trunk_blocks == 0:
+            return self.network._conv_stem.out_channels
+        return self.network.block_channels(self.trunk_blocks - 1)
+
     def train(self, mode: bool = True) -> PretrainedRegions:
-        """Frozen parts stay in eval mode (batch-norm statistics of ImageNet, no updates)."""
-        super().train(False)
-        if mode:
-            for name in self.tuned_modules:
-                self.network.get_submodule(name).train(True)
-        return self
+        """Always eval mode: batch norms keep ImageNet's statistics, tuned blocks included
+        (their parameters still learn; see the module's docstring)."""
+        return super().train(False)
+
+    def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels [B, 3, S, S] -> the frozen part's map [B, trunk_channels, h, w] (channels-last);
+        for a wholly frozen front end, the map after ``block`` (before the head and pooling)."""
+        x = normalise_pixels(pixels).contiguous(memory_format=torch.channels_last)
+        stop = self.trunk_blocks - 1
+        if stop < 0:
+            return self.network.stem(x)
+        return self.network.continue_map(self.network.stem(x), 0, stop)
+
+    def tail(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trunk's map [B, trunk_channels, h, w] -> (features [B, R, C], boxes [B, R, 4])."""
+        if maps.dim() != 4 or maps.shape[1] != self.trunk_channels:
+            raise ValueError(f"trunk maps must be [B, {self.trunk_channels}, h, w], got {tuple(maps.shape)}")
+        maps = maps.float().contiguous(memory_format=torch.channels_last)
+        if self.trunk_blocks < self._used or self.block == -1:
+            maps = self.network.continue_map(maps, self.trunk_blocks, self.block)
+        return self._regions(maps)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = self.network.feature_map(normalise_pixels(pixels), self.block)  # [B, C, h, w]
+        return self.tail(self.trunk(pixels))
+
+    def _regions(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The map after ``block`` [B, C, h, w] -> its grid of regions and their boxes."""
         if self.grid:
             maps = F.adaptive_avg_pool2d(maps, self.grid)
         rows, cols = maps.shape[-2:]
@@ -119,6 +156,11 @@ class PretrainedRegions(nn.Module):
     def network_state(self) -> dict[str, torch.Tensor]:
         """The backbone's weights, keyed as the package's state dict."""
         return self.network.state_dict()
+
+    def trunk_state(self) -> dict[str, torch.Tensor]:
+        """The weights the trunk computes with (the frozen ones), keyed as the package's."""
+        tuned = tuple(name + "." for name in self.tuned_modules)
+        return {name: value for name, value in self.network.state_dict().items() if not name.startswith(tuned)}
 
 
 def _boxes(rows: int, cols: int, device: torch.device) -> torch.Tensor:

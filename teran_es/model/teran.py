@@ -166,7 +166,17 @@ class TERAN(nn.Module):
             )
         if pixels.dim() != 4 or pixels.shape[1] != 3:
             raise ValueError(f"pixels must be [B, 3, S, S], got {tuple(pixels.shape)}")
-        features, boxes = self.frontend(pixels)
+        return self._encode_grid(*self.frontend(pixels))
+
+    def encode_trunk_maps(self, maps: torch.Tensor) -> ImageEmbeddings:
+        """The cached maps of the front end's frozen trunk [B, C, h, w] -> ImageEmbeddings
+        through its fine-tuned tail (region_cache.cached_trunk_set); equal to encode_pixels."""
+        if not isinstance(self.frontend, PretrainedRegions):
+            raise ValueError("trunk maps are for a model with a pretrained front end (model.frontend)")
+        return self._encode_grid(*self.frontend.tail(maps))
+
+    def _encode_grid(self, features: torch.Tensor, boxes: torch.Tensor) -> ImageEmbeddings:
+        """Every grid cell is a region: the mask is all true."""
         mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
         return self.encode_images(features, boxes, mask)
 
@@ -227,11 +237,12 @@ class TERAN(nn.Module):
         return_embeddings: bool = False,
         pixels: torch.Tensor | None = None,
         text_states: torch.Tensor | None = None,
+        trunk_maps: torch.Tensor | None = None,
     ):
         """The B x B score matrix of a training batch (row = image, column = sentence).
 
         Images come as region features (``features``, ``boxes``, ``region_mask``) or, for a
-        model with a front end, as ``pixels``. ``text_states``: the text backbone's hidden
+        model with a front end, as ``pixels`` (or its frozen trunk's cached ``trunk_maps``). ``text_states``: the text backbone's hidden
         states of ``input_ids``, when already computed. With ``return_embeddings``: (scores,
         ImageEmbeddings, TextEmbeddings), e.g. for the global-vector loss.
         """
@@ -239,10 +250,12 @@ class TERAN(nn.Module):
             raise ValueError("input_ids and attention_mask are required")
         if pixels is not None:
             images = self.encode_pixels(pixels)
+        elif trunk_maps is not None:
+            images = self.encode_trunk_maps(trunk_maps)
         elif features is not None and boxes is not None and region_mask is not None:
             images = self.encode_images(features, boxes, region_mask)
         else:
-            raise ValueError("give either pixels or features, boxes and region_mask")
+            raise ValueError("give pixels, trunk_maps, or features, boxes and region_mask")
         if text_states is not None:
             texts = self.encode_text_states(text_states, attention_mask)
         else:

