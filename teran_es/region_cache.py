@@ -62,17 +62,20 @@ def image_key(path: str) -> str:
 
 
 def _cached_arrays(
-    images: list[ImageFile],
+    image_set: ImageCaptionSet,
+    frontend: PretrainedRegions,
     root: Path,
     image_size: int,
     compute: Callable[[torch.Tensor], torch.Tensor],
-    device: torch.device,
     batch_size: int,
     progress: bool,
     what: str,
-) -> list[Path]:
-    """The cache file of each image under ``root``, computing (``compute``: pixels [B, 3, S, S]
-    uint8 -> [B, ...]) and writing, atomically, those not there yet."""
+) -> tuple[list[ImageFile], list[Path]]:
+    """The images of ``image_set`` and the cache file of each under ``root``, computing
+    (``compute``: pixels [B, 3, S, S] uint8 -> [B, ...], on the front end's device) and writing,
+    atomically, those not there yet."""
+    images: list[ImageFile] = [image_set.load(i) for i in range(len(image_set))]
+    device = next(frontend.parameters()).device
     root.mkdir(parents=True, exist_ok=True)
     paths = [root / f"{image_key(image.path)}.npy" for image in images]
     todo = [i for i, path in enumerate(paths) if not path.is_file()]
@@ -85,7 +88,7 @@ def _cached_arrays(
                 np.save(tmp, row)
                 tmp.replace(paths[i])
             bar.update(len(chunk))
-    return paths
+    return images, paths
 
 
 def _cache_root(cache_dir: str | os.PathLike[str] | None, key: str) -> Path:
@@ -106,8 +109,6 @@ def cached_region_set(
     frontend = frozen_pretrained_frontend(model)
     if frontend is None:
         raise ValueError("only a frozen pretrained front end's regions can be cached")
-    images: list[ImageFile] = [image_set.load(i) for i in range(len(image_set))]
-    device = next(frontend.parameters()).device
     root = _cache_root(cache_dir, frontend_key(frontend, image_size))
     boxes: list[torch.Tensor] = []  # the grid's boxes, the same for every image of this size
 
@@ -116,9 +117,10 @@ def cached_region_set(
         boxes.append(batch_boxes[0])
         return features
 
-    paths = _cached_arrays(images, root, image_size, regions, device, batch_size, progress, "region features")
+    images, paths = _cached_arrays(image_set, frontend, root, image_size, regions, batch_size, progress, "region features")
     if not boxes:  # everything was cached: one blank image gives the boxes
         with torch.inference_mode():
+            device = next(frontend.parameters()).device
             regions(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8, device=device))
     grid_boxes = boxes[0].float().cpu().numpy()
     records = [
@@ -150,10 +152,8 @@ def cached_trunk_set(
     frontend = tuned_pretrained_frontend(model)
     if frontend is None:
         raise ValueError("only a pretrained front end with fine-tuned blocks has a trunk to cache")
-    images: list[ImageFile] = [image_set.load(i) for i in range(len(image_set))]
-    device = next(frontend.parameters()).device
     root = _cache_root(cache_dir, trunk_key(frontend, image_size))
-    paths = _cached_arrays(images, root, image_size, frontend.trunk, device, batch_size, progress, "trunk maps")
+    images, paths = _cached_arrays(image_set, frontend, root, image_size, frontend.trunk, batch_size, progress, "trunk maps")
     records = [
         TrunkMapRecord(image.image_id, np.load(path), list(image.captions), image.split, image.path)
         for image, path in zip(images, paths, strict=True)
