@@ -242,8 +242,9 @@ class TERAN(nn.Module):
         """The B x B score matrix of a training batch (row = image, column = sentence).
 
         Images come as region features (``features``, ``boxes``, ``region_mask``) or, for a
-        model with a front end, as ``pixels`` (or its frozen trunk's cached ``trunk_maps``). ``text_states``: the text backbone's hidden
-        states of ``input_ids``, when already computed. With ``return_embeddings``: (scores,
+        model with a front end, as ``pixels`` (or, for a pretrained one, its frozen trunk's
+        cached ``trunk_maps``). ``text_states``: the text backbone's hidden states of
+        ``input_ids``, when already computed. With ``return_embeddings``: (scores,
         ImageEmbeddings, TextEmbeddings), e.g. for the global-vector loss.
         """
         if input_ids is None or attention_mask is None:

