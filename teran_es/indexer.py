@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -223,7 +223,9 @@ class Ingestor:
             regions, self.config.quantizer, mask=mask, model_fingerprint=self.model_fingerprint
         )
         self.quantizer.save(self.paths.quantizer)
-        save_config(self.config, self.paths.config)
+        # the model section written is the model that ingested (the checkpoint's own), not the
+        # pipeline's, which a checkpoint's config overrides and may not match (e.g. the demo's)
+        save_config(replace(self.config, model=replace(self.model.config)), self.paths.config)
 
     def _documents(
         self,

@@ -158,6 +158,21 @@ def test_artifacts_are_written_next_to_the_index(collection):
     assert manifest["meta"]["quantizer_fingerprint"] and manifest["meta"]["model_fingerprint"]
 
 
+def test_the_written_config_names_the_model_that_ingested(collection):
+    """A checkpoint's model overrides the pipeline's [model] (the demo pairs the OpenMoji
+    pipeline with another model): the work directory's config.toml records the model used."""
+    import dataclasses
+
+    from teran_es.config import load_config
+
+    config, model, records = collection("max")
+    pipeline_model = dataclasses.replace(config.model, visual_ff_dim=config.model.visual_ff_dim + 8)
+    config = dataclasses.replace(config, model=pipeline_model)
+    ingest(config, model, records[:20])
+    written = load_config(config.resolved_workdir() / "config.toml")
+    assert written.model == model.config != pipeline_model
+
+
 def test_evaluation_index_names_are_safe_for_elasticsearch():
     from teran_es.search_evaluation import evaluate_index_name
 
