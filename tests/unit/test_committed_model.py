@@ -62,3 +62,17 @@ def test_the_wheel_ships_every_file_of_the_model():
     assert files and covered == files
     assert (REPO / "models" / "__init__.py").is_file()
     assert "teran_es.models" in (REPO / "setup.py").read_text()
+
+
+def test_the_pipeline_in_pipelines_gives_the_committed_model():
+    """pipelines/emoji-lite0-tuned.toml is how the committed model was trained: the same model
+    settings, and its expected validation RSUM is the one the checkpoint recorded."""
+    from teran_es.config import load_config
+
+    pipeline = load_config(REPO / "pipelines" / "emoji-lite0-tuned.toml")
+    directory = REPO / "models" / demo.OPENMOJI_MODEL
+    committed = load_config(directory / "config.toml")
+    assert pipeline.model == committed.model
+    assert pipeline.model.frontend == "efficientnet-lite0" and pipeline.model.frontend_trainable_blocks == 4
+    recorded = read_meta(directory)["extra"]["val"]["rsum"]
+    assert round(recorded, 2) == pipeline.expected_metrics["val_rsum"]
