@@ -3,9 +3,9 @@
 A new concrete index (the alias's next generation) is created and filled while the alias
 still points at the old one, so searches keep answering from the old index. When the new one
 is complete and checked (its document count is what was sent, no document failed, its
-fingerprints are the pipeline's), the alias is switched in one atomic request and the old
-index is deleted. Any failure before the switch deletes the new index and leaves the alias
-where it was. What goes into the new index is the caller's (``teran_es.rebuild``). One of the
+fingerprints are the pipeline's), the alias is switched in one atomic request and, after a
+grace period, the old index is deleted. Any failure before the switch deletes the new index and
+leaves the alias where it was. What goes into the new index is the caller's (``teran_es.rebuild``). One of the
 modules that import ``elasticsearch``.
 """
 
@@ -50,13 +50,21 @@ class RebuildReport:
 # fill(new_index) -> (documents sent, documents that failed)
 Filler = Callable[[ElasticIndex], tuple[int, int]]
 
+# A search that resolved the alias to the old index just before the switch still runs its
+# shard requests there; deleting the old index at once fails it ("index does not exist": seen
+# once under 8 query streams on a 3-node cluster). Searches finish in well under a second
+# here, so the old index is kept this long after the switch before it is deleted.
+OLD_INDEX_GRACE_SECONDS = 5.0
 
-def rebuild_behind_alias(current: ElasticIndex, meta: Mapping[str, Any], fill: Filler) -> RebuildReport:
+
+def rebuild_behind_alias(
+    current: ElasticIndex, meta: Mapping[str, Any], fill: Filler, grace_seconds: float = OLD_INDEX_GRACE_SECONDS
+) -> RebuildReport:
     """Build the next generation of ``current``'s alias with ``fill``, check it, switch the alias
-    to it atomically and delete the old index. ``current`` is the open index of the alias (or of
-    an older teran-es's concrete index of that name, which the switch replaces by the alias).
-    Raises ``RebuildError`` (alias untouched, new index deleted) when anything fails before the
-    switch."""
+    to it atomically and, ``grace_seconds`` later (searches in flight finish on it), delete the
+    old index. ``current`` is the open index of the alias (or of an older teran-es's concrete
+    index of that name, which the switch replaces by the alias). Raises ``RebuildError`` (alias
+    untouched, new index deleted) when anything fails before the switch."""
     started = time.perf_counter()
     client, where, old = current.client, current.where, current.target
     with translated_errors("listing the alias's indexes", where, old.alias):
@@ -98,6 +106,7 @@ def rebuild_behind_alias(current: ElasticIndex, meta: Mapping[str, Any], fill: F
             ) from exc
         raise
     if not old.legacy:  # an older teran-es's index went away in the switch itself
+        time.sleep(max(0.0, grace_seconds))
         with translated_errors("deleting the old index", where, old.concrete):
             client.indices.delete(index=old.concrete, ignore_unavailable=True)
     report.old_removed = True

@@ -144,3 +144,22 @@ def test_rebuild_under_search_load_switches_atomically_and_a_failed_one_changes_
     # every answer came whole from one build: all 200 hits, all with the old score or all the new
     assert set(answers) <= {frozenset({1.0}), frozenset({3.0})}, set(answers) - {frozenset({1.0}), frozenset({3.0})}
     assert frozenset({1.0}) in answers and frozenset({3.0}) in answers
+
+
+def test_the_old_index_outlives_the_switch_by_the_grace_period(open_es_index, es_admin, index_name, monkeypatch):
+    """Searches that resolved the alias just before the switch finish on the old index: it is
+    deleted only after the grace period, by which time the alias already points at the new one."""
+    from teran_es.index import elastic_rebuild
+
+    old = open_es_index(index_name, meta=META)
+    old.add(docs(10, 1))
+    old.refresh()
+    seen = []
+
+    def grace(seconds):
+        seen.append((seconds, es_admin.indices.exists(index=f"{index_name}-000001"), aliases_of(es_admin, index_name)))
+
+    monkeypatch.setattr(elastic_rebuild.time, "sleep", grace)
+    report = rebuild_behind_alias(old, META, lambda new: (10, new.add(docs(10, 2)).failed), grace_seconds=2.5)
+    assert seen == [(2.5, True, [f"{index_name}-000002"])]  # old index still there, alias already moved
+    assert report.old_removed and not es_admin.indices.exists(index=f"{index_name}-000001")
