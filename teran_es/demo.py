@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 SYNTHETIC_QUERIES = ["a red cat", "a blue car and a green tree", "a white horse", "boat"]
 OPENMOJI_QUERIES = ["red heart", "a cat that is laughing", "food", "flag of Italy"]
 # the committed checkpoint, models/emoji-lite0-minilm/ (package data): EfficientNet-Lite0 at
-# 224 px and MiniLM-L6, trained on four artists' emoji (pipelines/emoji-lite0*.toml)
+# 224 px and MiniLM-L6, trained on three artists' emoji (pipelines/emoji-lite0-tuned.toml)
 OPENMOJI_MODEL = "emoji-lite0-minilm"
 # pipelines/openmoji.toml (package data): the demo's collection, first stage and search settings;
 # the model's own settings come with the checkpoint. Without a committed model the demo trains
