@@ -96,7 +96,6 @@ class PretrainedRegions(nn.Module):
         used = len(network._blocks) if block == -1 else block + 1
         self.trainable_blocks = max(0, min(trainable_blocks, used))
         self.trunk_blocks = used - self.trainable_blocks  # blocks 0..trunk_blocks-1 are frozen
-        self._used = used
         tuned = [f"_blocks.{i}" for i in range(self.trunk_blocks, used)]
         if block == -1 and self.trainable_blocks > 0:
             tuned += ["_conv_head", "_bn1"]
@@ -137,9 +136,8 @@ class PretrainedRegions(nn.Module):
         if maps.dim() != 4 or maps.shape[1] != self.trunk_channels:
             raise ValueError(f"trunk maps must be [B, {self.trunk_channels}, h, w], got {tuple(maps.shape)}")
         maps = maps.float().contiguous(memory_format=torch.channels_last)
-        if self.trunk_blocks < self._used or self.block == -1:
-            maps = self.network.continue_map(maps, self.trunk_blocks, self.block)
-        return self._regions(maps)
+        # the tuned blocks (and the head for block -1); none for a wholly frozen front end
+        return self._regions(self.network.continue_map(maps, self.trunk_blocks, self.block))
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.tail(self.trunk(pixels))
