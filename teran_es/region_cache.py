@@ -174,6 +174,10 @@ def cached_frontend_set(model, image_set: ImageCaptionSet, image_size: int, *, p
 def model_image_set(model, files: list[ImageFile], *, name: str = "", progress: bool = False) -> ImageCaptionSet:
     """``files`` decoded as the model takes them: the cached regions of its frozen pretrained
     front end, the cached trunk maps of a partly tuned one, else the pixels at its input size.
-    As ``image_file_set``, files without captions are left out."""
+    As ``image_file_set``, files without captions are left out; with a pretrained front end
+    each file is decoded to check it but its pixels are not held (the cache reads it again when
+    it computes it), so memory holds what is cached, not every image at once."""
     size = model.config.image_size
-    return cached_frontend_set(model, image_file_set(files, size, name=name), size, progress=progress)
+    cached = frozen_pretrained_frontend(model) is not None or tuned_pretrained_frontend(model) is not None
+    return cached_frontend_set(model, image_file_set(files, size, name=name, keep_pixels=not cached), size,
+                               progress=progress)

@@ -53,6 +53,7 @@ from teran_es.features import open_image_set
 from teran_es.features.image_table import read_image_groups
 from teran_es.model.checkpoint import load_checkpoint, save_checkpoint
 from teran_es.model.loss import build_loss
+from teran_es.model.pretrained_frontend import PRETRAINED_FRONTENDS
 from teran_es.model.teran import TERAN
 from teran_es.region_cache import cached_frontend_set
 from teran_es.training_batches import build_text_cache, caption_pairs, collate, group_indices
@@ -159,7 +160,11 @@ class TrainingRun:
         feature_dim = config.model.region_feature_dim
         # a model with a front end trains on pixels at its input size; one without, on region features
         image_size = config.model.image_size if config.model.frontend != "none" else None
-        reading = {"on_error": on_error, "feature_dim": feature_dim, "image_size": image_size}
+        # a pretrained front end trains on what it caches of each image (_cache_regions), which
+        # reads the image once more at most: holding every image's pixels meanwhile is not needed
+        keep_pixels = config.model.frontend not in PRETRAINED_FRONTENDS
+        reading = {"on_error": on_error, "feature_dim": feature_dim, "image_size": image_size,
+                   "keep_pixels": keep_pixels}
         # an openmoji pipeline with no data.path reads the collection built in the cache
         data = with_default_collection(config.data)
         self.train_set = open_image_set(data, config.data.train_split, **reading)

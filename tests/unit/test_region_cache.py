@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from teran_es.features.pixels import ImageFile, image_file_set
-from teran_es.features.records import TrunkMapRecord
+from teran_es.features.records import RecordError, TrunkMapRecord
 from teran_es.model.efficientnet import EfficientNetLite
 from teran_es.model.pretrained_frontend import PretrainedRegions
 from teran_es.region_cache import (
@@ -143,3 +143,42 @@ def test_cached_trunk_maps_equal_the_trunk_and_survive_tuning(tmp_path, pictures
     assert counted == [5] and len(list((tmp_path / "region-features").iterdir())) == 2
     with pytest.raises(ValueError, match="fine-tuned blocks"):
         cached_trunk_set(make_holder(), images, 16, cache_dir=tmp_path, progress=False)
+
+
+def test_files_held_without_pixels_cache_the_same_and_bad_ones_are_still_found(tmp_path, pictures, monkeypatch):
+    """``keep_pixels=False`` holds files, not pixels; the cache reads them and computes what it
+    computes of decoded images; an image that does not decode is refused (or skipped) as before."""
+    undecoded = image_file_set(pictures, 16, keep_pixels=False)
+    assert all(undecoded.load(i).pixels is None for i in range(5))
+    holder = make_holder()
+    from_files = cached_region_set(holder, undecoded, 16, cache_dir=tmp_path / "a", progress=False)
+    from_pixels = cached_region_set(holder, image_file_set(pictures, 16), 16, cache_dir=tmp_path / "b", progress=False)
+    for i in range(5):
+        np.testing.assert_array_equal(from_files.load(i).features, from_pixels.load(i).features)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    bad = [*pictures, ImageFile("broken", str(broken), ["a broken picture"], "train")]
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    holder.config = type("Config", (), {"image_size": 16})()
+    with pytest.raises(RecordError, match="broken"):
+        model_image_set(holder, bad, name="p")
+    skipped = image_file_set(bad, 16, keep_pixels=False, on_error="skip")
+    assert skipped.image_ids == [f"p{i}" for i in range(5)]
+
+
+def test_model_image_set_holds_no_pixels_for_a_pretrained_front_end(tmp_path, pictures, monkeypatch):
+    """What the cache is given are files: every image's pixels are never in memory at once."""
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    seen = []
+    original = cached_region_set
+
+    def spy(model, image_set, image_size, **kwargs):
+        seen.extend(image_set.load(i).pixels for i in range(len(image_set)))
+        return original(model, image_set, image_size, **kwargs)
+
+    monkeypatch.setattr("teran_es.region_cache.cached_region_set", spy)
+    holder = make_holder()
+    holder.config = type("Config", (), {"image_size": 16})()
+    regions = model_image_set(holder, pictures, name="p")
+    assert len(seen) == 5 and all(pixels is None for pixels in seen)
+    assert regions.load(0).features.shape == (4, 6)
