@@ -82,6 +82,9 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw
     lr: float = 1e-5
     lr_backbone: float = 1e-5
+    # A pretrained image front end's fine-tuned blocks (model.frontend_trainable_blocks) learn at
+    # lr x this; at 1 they share the "rest" parameter group, as runs before this setting did
+    lr_frontend_scale: float = 1.0
     weight_decay: float = 0.0
     lr_step_epochs: int = 20
     lr_gamma: float = 0.1
@@ -354,6 +357,11 @@ def validate_config(config: PipelineConfig) -> PipelineConfig:
     if config.train.loss not in LOSSES:
         raise ConfigError(unknown_loss_message(config.train.loss))
     check_positive_groups(config.train, config.data)
+    if not config.train.lr_frontend_scale > 0:
+        raise ConfigError(
+            f"train.lr_frontend_scale must be positive, got {config.train.lr_frontend_scale} "
+            "(to keep the front end frozen, set model.frontend_trainable_blocks = 0)"
+        )
     check_expected_metrics(config.expected_metrics)
     check_reproduce(config.reproduce)
     return config

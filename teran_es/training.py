@@ -340,6 +340,7 @@ class TrainingRun:
             "loss": self._window_loss / steps,
             "lr": lrs.get("rest"),
             "lr_backbone": lrs.get("text_backbone"),
+            "lr_frontend": lrs.get("frontend"),
             "pairs_per_s": round(self._window_pairs / max(seconds, 1e-9), 2),
             "elapsed": round(time.perf_counter() - self.started, 3),
         }

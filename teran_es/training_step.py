@@ -10,6 +10,7 @@ import torch
 from teran_es.config import TrainConfig
 from teran_es.errors import ConfigError
 from teran_es.model.loss import BatchLoss, global_contrastive_loss, same_group_mask, same_image_mask
+from teran_es.model.pretrained_frontend import PretrainedRegions
 
 
 class StepWarmupSchedule:
@@ -33,13 +34,19 @@ class StepWarmupSchedule:
 
 
 def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """Adam/AdamW with two parameter groups: ``text_backbone`` (lr_backbone) and ``rest`` (lr)."""
-    backbone = model.textual.backbone
-    backbone_ids = {id(p) for p in backbone.parameters()}
-    backbone_params = [p for p in backbone.parameters() if p.requires_grad]
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
+    """Adam/AdamW with parameter groups ``text_backbone`` (lr_backbone), ``rest`` (lr) and, when
+    ``lr_frontend_scale`` is not 1, ``frontend``: a pretrained front end's fine-tuned blocks at
+    lr x that scale (at 1 they stay in ``rest``, so the optimiser state of earlier runs loads)."""
+    backbone_params = [p for p in model.textual.backbone.parameters() if p.requires_grad]
+    frontend_params: list[torch.nn.Parameter] = []
+    frontend = getattr(model, "frontend", None)
+    if isinstance(frontend, PretrainedRegions) and train.lr_frontend_scale != 1.0:
+        frontend_params = [p for p in frontend.parameters() if p.requires_grad]
+    grouped = {id(p) for p in [*backbone_params, *frontend_params]}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in grouped]
     groups = [
         {"params": backbone_params, "lr": train.lr_backbone, "name": "text_backbone"},
+        {"params": frontend_params, "lr": train.lr * train.lr_frontend_scale, "name": "frontend"},
         {"params": rest, "lr": train.lr, "name": "rest"},
     ]
     groups = [g for g in groups if g["params"]]

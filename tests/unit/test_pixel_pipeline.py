@@ -355,9 +355,13 @@ def test_fine_tuning_the_last_block_on_cached_trunk_maps(collection, text_backbo
     from teran_es.training import train
 
     monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
-    config = _lite0_config(collection, text_backbone, tmp_path, "model.frontend_trainable_blocks=1")
+    config = _lite0_config(collection, text_backbone, tmp_path, "model.frontend_trainable_blocks=1",
+                           "train.lr_frontend_scale=0.5")
     result = train(config, progress=False)
     assert result.epochs_completed == 2
+    logged = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if r["event"] == "train"]
+    assert steps and all(r["lr_frontend"] == pytest.approx(r["lr"] * 0.5) for r in steps)
     caches = list((tmp_path / "cache" / "region-features").iterdir())
     assert len(caches) == 1 and "-trunk5-" in caches[0].name  # blocks 0..4 frozen, 5 tuned
     assert len(list(caches[0].glob("*.npy"))) == 36

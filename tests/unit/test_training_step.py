@@ -1,4 +1,5 @@
-"""training_step.train_step: which entries of the batch's score matrix count as negatives."""
+"""training_step: which entries of the batch's score matrix count as negatives (train_step),
+and which parameters learn at which rate (build_optimizer)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from teran_es.config import TrainConfig
+from teran_es.config import PipelineConfig, TrainConfig, validate_config
 from teran_es.errors import ConfigError
+from teran_es.model.efficientnet import EfficientNetLite
 from teran_es.model.loss import HingeLoss, contrastive_loss, same_image_mask
-from teran_es.training_step import positives_mask, train_step
+from teran_es.model.pretrained_frontend import PretrainedRegions
+from teran_es.training_step import build_optimizer, positives_mask, train_step
 
 # rows: images of the pairs, columns: their captions; pairs 0 and 1 show the same image
 SCORES = [[1.0, 0.95, 0.1], [0.9, 1.0, 0.2], [0.3, 0.1, 1.0]]
@@ -73,3 +76,39 @@ def test_concept_groups_leave_another_drawing_of_the_same_concept_out_of_the_neg
     del batch["group_index"]
     with pytest.raises(ConfigError, match="carries no group"):
         train_step(model, batch, optimizer, scaler, concept, HingeLoss(0.2), None)
+
+
+class TunedFrontEndModel(nn.Module):
+    """A stand-in TERAN: a text backbone, a pretrained front end with one tuned block, a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.textual = nn.Module()
+        self.textual.backbone = nn.Linear(3, 3)
+        network = EfficientNetLite(((1, 3, 1, 1, 8, 4), (2, 3, 2, 2, 4, 6)), 8, 3).eval()
+        self.frontend = PretrainedRegions(network, block=2, grid=2, trainable_blocks=1)
+        self.head = nn.Linear(6, 4)
+
+
+def test_the_tuned_front_end_learns_at_its_own_rate_only_when_scaled():
+    model = TunedFrontEndModel()
+    tuned = {id(p) for p in model.frontend.parameters() if p.requires_grad}
+    assert tuned and len(tuned) < len(list(model.frontend.parameters()))  # the trunk stays frozen
+    train = TrainConfig(lr=1e-3, lr_backbone=1e-5, lr_frontend_scale=0.2)
+    groups = {g["name"]: g for g in build_optimizer(model, train).param_groups}
+    assert set(groups) == {"text_backbone", "frontend", "rest"}
+    assert groups["frontend"]["lr"] == pytest.approx(2e-4) and groups["rest"]["lr"] == 1e-3
+    assert {id(p) for p in groups["frontend"]["params"]} == tuned
+    assert {id(p) for p in groups["rest"]["params"]} == {id(p) for p in model.head.parameters()}
+    # at 1 the tuned blocks stay with the rest: the groups of runs from before the setting
+    shared = {g["name"]: g for g in build_optimizer(model, TrainConfig(lr=1e-3)).param_groups}
+    assert set(shared) == {"text_backbone", "rest"}
+    assert {id(p) for p in shared["rest"]["params"]} == tuned | {id(p) for p in model.head.parameters()}
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0])
+def test_a_scale_that_is_not_positive_is_refused_when_the_pipeline_loads(scale):
+    config = PipelineConfig()
+    config.train.lr_frontend_scale = scale
+    with pytest.raises(ConfigError, match="frontend_trainable_blocks = 0"):
+        validate_config(config)
