@@ -47,15 +47,8 @@ def pooled_regions(model, image_set, batch_size: int = 64, progress: bool = Fals
     out = []
     for start in tqdm(range(0, len(image_set), batch_size), desc="pool regions", disable=not progress, leave=False):
         records = [image_set.load(i) for i in range(start, min(start + batch_size, len(image_set)))]
-        inputs = image_inputs(records, frontend_size(model))
-        if "pixels" in inputs or "trunk_maps" in inputs:  # a grid: every cell is a region
-            if "pixels" in inputs:
-                features, _ = model.frontend(inputs["pixels"].to(model.device))
-            else:
-                features, _ = model.frontend.tail(inputs["trunk_maps"].to(model.device))
-            mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
-        else:
-            features, mask = inputs["features"], inputs["region_mask"]
+        inputs = {name: t.to(model.device) for name, t in image_inputs(records, frontend_size(model)).items()}
+        features, _, mask = model.image_regions(**inputs)
         weights = mask.float().unsqueeze(-1)
         out.append(((features.float() * weights).sum(1) / weights.sum(1).clamp_min(1)).cpu())
     return torch.cat(out).numpy()

@@ -68,8 +68,4 @@ def encode_image_records(model, records: Sequence[ImageInput], device: torch.dev
     """ImageEmbeddings of a batch of records, computed on ``device`` (no gradients kept)."""
     inputs = {name: tensor.to(device) for name, tensor in image_inputs(records, frontend_size(model)).items()}
     with torch.inference_mode():
-        if "pixels" in inputs:
-            return model.encode_pixels(inputs["pixels"])
-        if "trunk_maps" in inputs:
-            return model.encode_trunk_maps(inputs["trunk_maps"])
-        return model.encode_images(inputs["features"], inputs["boxes"], inputs["region_mask"])
+        return model.encode_image_inputs(**inputs)

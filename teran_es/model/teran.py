@@ -154,31 +154,52 @@ class TERAN(nn.Module):
         vectors = self._reason(projected, sequence_mask, "image")
         return ImageEmbeddings(regions=vectors[:, 1:], mask=region_mask, global_vec=vectors[:, 0])
 
-    def encode_pixels(self, pixels: torch.Tensor) -> ImageEmbeddings:
-        """pixels [B, 3, S, S] (uint8, or float in [0, 1]) -> ImageEmbeddings through the front end.
+    def image_regions(
+        self,
+        *,
+        pixels: torch.Tensor | None = None,
+        trunk_maps: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The regions the visual layers take, from whichever form a batch of images comes in:
+        ``pixels`` [B, 3, S, S] (uint8, or float in [0, 1]) through the front end, a pretrained
+        front end's cached ``trunk_maps`` [B, C, h, w] through its fine-tuned tail, or region
+        ``features`` [B, R, F] with ``boxes`` and ``region_mask`` as given.
+        -> (features [B, R, F], boxes [B, R, 4], region_mask bool [B, R]); every cell of a
+        front end's grid is a region, so its mask is all true."""
+        if pixels is not None:
+            if self.frontend is None:
+                raise ValueError(
+                    "this model has no image front end (model.frontend = 'none'): it takes region "
+                    "features; extract them first (teran_es.features.extractors)"
+                )
+            if pixels.dim() != 4 or pixels.shape[1] != 3:
+                raise ValueError(f"pixels must be [B, 3, S, S], got {tuple(pixels.shape)}")
+            grid, grid_boxes = self.frontend(pixels)
+        elif trunk_maps is not None:
+            if not isinstance(self.frontend, PretrainedRegions):
+                raise ValueError("trunk maps are for a model with a pretrained front end (model.frontend)")
+            grid, grid_boxes = self.frontend.tail(trunk_maps)
+        elif features is not None and boxes is not None and region_mask is not None:
+            return features, boxes, region_mask.bool()
+        else:
+            raise ValueError("give pixels, trunk_maps, or features, boxes and region_mask")
+        return grid, grid_boxes, torch.ones(grid.shape[:2], dtype=torch.bool, device=grid.device)
 
-        Every grid cell is a region, so the region mask is all true.
-        """
-        if self.frontend is None:
-            raise ValueError(
-                "this model has no image front end (model.frontend = 'none'): it takes region "
-                "features; extract them first (teran_es.features.extractors)"
-            )
-        if pixels.dim() != 4 or pixels.shape[1] != 3:
-            raise ValueError(f"pixels must be [B, 3, S, S], got {tuple(pixels.shape)}")
-        return self._encode_grid(*self.frontend(pixels))
+    def encode_image_inputs(self, **inputs: torch.Tensor | None) -> ImageEmbeddings:
+        """ImageEmbeddings of a batch given in any form :meth:`image_regions` takes."""
+        return self.encode_images(*self.image_regions(**inputs))
+
+    def encode_pixels(self, pixels: torch.Tensor) -> ImageEmbeddings:
+        """pixels [B, 3, S, S] (uint8, or float in [0, 1]) -> ImageEmbeddings through the front end."""
+        return self.encode_image_inputs(pixels=pixels)
 
     def encode_trunk_maps(self, maps: torch.Tensor) -> ImageEmbeddings:
         """The cached maps of the front end's frozen trunk [B, C, h, w] -> ImageEmbeddings
         through its fine-tuned tail (region_cache.cached_trunk_set); equal to encode_pixels."""
-        if not isinstance(self.frontend, PretrainedRegions):
-            raise ValueError("trunk maps are for a model with a pretrained front end (model.frontend)")
-        return self._encode_grid(*self.frontend.tail(maps))
-
-    def _encode_grid(self, features: torch.Tensor, boxes: torch.Tensor) -> ImageEmbeddings:
-        """Every grid cell is a region: the mask is all true."""
-        mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
-        return self.encode_images(features, boxes, mask)
+        return self.encode_image_inputs(trunk_maps=maps)
 
     def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextEmbeddings:
         """input_ids [B, T], attention_mask [B, T] -> TextEmbeddings (words [B, T, D]
@@ -249,14 +270,9 @@ class TERAN(nn.Module):
         """
         if input_ids is None or attention_mask is None:
             raise ValueError("input_ids and attention_mask are required")
-        if pixels is not None:
-            images = self.encode_pixels(pixels)
-        elif trunk_maps is not None:
-            images = self.encode_trunk_maps(trunk_maps)
-        elif features is not None and boxes is not None and region_mask is not None:
-            images = self.encode_images(features, boxes, region_mask)
-        else:
-            raise ValueError("give pixels, trunk_maps, or features, boxes and region_mask")
+        images = self.encode_image_inputs(
+            pixels=pixels, trunk_maps=trunk_maps, features=features, boxes=boxes, region_mask=region_mask
+        )
         if text_states is not None:
             texts = self.encode_text_states(text_states, attention_mask)
         else:

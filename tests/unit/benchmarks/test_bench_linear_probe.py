@@ -88,6 +88,7 @@ def test_pooled_regions_of_a_tuned_front_end_run_its_tail_on_the_trunk_maps(tmp_
     from teran_es.features.pixels import ImageFile, image_file_set
     from teran_es.model.efficientnet import EfficientNetLite
     from teran_es.model.pretrained_frontend import PretrainedRegions
+    from teran_es.model.teran import TERAN
     from teran_es.region_cache import cached_trunk_set
 
     torch.manual_seed(0)
@@ -97,6 +98,7 @@ def test_pooled_regions_of_a_tuned_front_end_run_its_tail_on_the_trunk_maps(tmp_
         config=SimpleNamespace(image_size=16),
         device=torch.device("cpu"),
     )
+    model.image_regions = lambda **inputs: TERAN.image_regions(model, **inputs)  # the model's own, on the stand-in
     rng = np.random.default_rng(0)
     files = []
     for i in range(3):

@@ -215,6 +215,27 @@ def test_teran_with_the_pretrained_front_end(config_factory, tiny_bert_config, t
                     tiny_bert_config, tiny_tokenizer, frontend_network=tiny_network())
 
 
+def test_image_regions_from_pixels_trunk_maps_or_features(config_factory, tiny_bert_config, tiny_tokenizer):
+    """image_regions gives the visual layers' input whatever form the batch comes in: the front
+    end's grid (pixels), its tail on the trunk's maps (the same regions), or features as given."""
+    from teran_es.model.teran import build_model
+
+    config = config_factory(frontend="efficientnet-lite0", frontend_block=4, frontend_grid=2, image_size=32,
+                            region_feature_dim=10, frontend_trainable_blocks=1)
+    model = build_model(config, tiny_bert_config, tiny_tokenizer, frontend_network=tiny_network()).eval()
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        grid, boxes, mask = model.image_regions(pixels=pixels)
+        from_trunk = model.image_regions(trunk_maps=model.frontend.trunk(pixels))
+    assert grid.shape == (2, 4, 10) and boxes.shape == (2, 4, 4) and mask.dtype == torch.bool and bool(mask.all())
+    torch.testing.assert_close(from_trunk[0], grid, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(from_trunk[1], boxes)
+    given = model.image_regions(features=grid, boxes=boxes, region_mask=torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]))
+    assert given[0] is grid and given[2].dtype == torch.bool and given[2].sum() == 6
+    with pytest.raises(ValueError, match="give pixels, trunk_maps, or features"):
+        model.image_regions(features=grid)
+
+
 def test_missing_weights_package_names_it(monkeypatch):
     import sys
 
