@@ -65,14 +65,19 @@ def test_the_wheel_ships_every_file_of_the_model():
 
 
 def test_the_pipeline_in_pipelines_gives_the_committed_model():
-    """pipelines/emoji-lite0-tuned.toml is how the committed model was trained: the same model
-    settings, and its expected validation RSUM is the one the checkpoint recorded."""
+    """pipelines/emoji-lite0-tuned.toml is how the committed model was trained: the same model,
+    training (but for the threads given on the command line) and data settings, and its
+    expected validation RSUM is the one the checkpoint recorded."""
+    import dataclasses
+
     from teran_es.config import load_config
 
     pipeline = load_config(REPO / "pipelines" / "emoji-lite0-tuned.toml")
     directory = REPO / "models" / demo.OPENMOJI_MODEL
     committed = load_config(directory / "config.toml")
-    assert pipeline.model == committed.model
+    assert pipeline.model == committed.model and pipeline.data == committed.data
+    assert dataclasses.replace(committed.train, cpu_threads=pipeline.train.cpu_threads) == pipeline.train
+    assert committed.expected_metrics == pipeline.expected_metrics
     assert pipeline.model.frontend == "efficientnet-lite0" and pipeline.model.frontend_trainable_blocks == 4
     recorded = read_meta(directory)["extra"]["val"]["rsum"]
     assert round(recorded, 2) == pipeline.expected_metrics["val_rsum"]
