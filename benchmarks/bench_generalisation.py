@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
                 if key.startswith("recall"):
                     row += f" | {key}: R@10 {value['r10']:.1f}"
             print(row, flush=True)
+            print(f"{'':12} t2i R@10 by kind (queries): " + ", ".join(
+                f"{kind} {v['r10']:.1f} ({v['queries']})" for kind, v in entry["exact_t2i_by_kind"].items()), flush=True)
         results[label] = model_result
         del model, regions, mask, image_set
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from teran_es.collections.emoji_codes import CONCEPT_KINDS, concept_kind
+
 HELDOUT_SPLIT = "heldout-artist"
 MISS = np.iinfo(np.int64).max  # the rank of a query whose list holds no relevant item
 
@@ -82,6 +84,7 @@ class Protocol:
     image_query_groups: np.ndarray
     text_pool: list[str]  # what the image queries rank
     text_pool_groups: np.ndarray
+    text_kinds: list[str]  # the kind of each t2i query's concept (emoji_codes.concept_kind)
 
 
 def _distinct_texts(rows: list[dict], indices, concept_ids: dict[str, int]) -> tuple[list[str], np.ndarray]:
@@ -108,12 +111,28 @@ def build_protocols(rows: list[dict]) -> dict[str, Protocol]:
     held_texts, held_groups = _distinct_texts(rows, held, concept_ids)
     om_texts = [c for i in openmoji_test for c in rows[i]["captions"]]
     om_groups = np.asarray([i for i in openmoji_test for _ in rows[i]["captions"]], dtype=np.int64)
+    kind_of_concept = {i: concept_kind(concept) for concept, i in concept_ids.items()}
+
+    def kinds(groups: np.ndarray) -> list[str]:
+        return [kind_of_concept[int(g)] for g in groups]
+
+    om_kinds = [concept_kind(rows[i]["concept"]) for i in om_groups]
     return {
         "unseen": Protocol("unseen", everything, concepts, unseen_texts, unseen_groups, unseen, concepts[unseen],
-                           pool, pool_groups),
+                           pool, pool_groups, kinds(unseen_groups)),
         "heldout": Protocol("heldout", held, concepts[held], held_texts, held_groups, held, concepts[held],
-                            held_texts, held_groups),
+                            held_texts, held_groups, kinds(held_groups)),
         # groups are row indices: the hit is the caption's own drawing, as in the OpenMoji benchmark
         "openmoji": Protocol("openmoji", openmoji, openmoji, om_texts, om_groups, openmoji_test, openmoji_test,
-                             om_texts, om_groups),
+                             om_texts, om_groups, om_kinds),
     }
+
+
+def recalls_by_kind(ranks: np.ndarray, kinds: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{kind: {"queries": n, "r1", "r5", "r10"}}`` of the queries of each kind (ranks [Q],
+    kinds [Q]), in CONCEPT_KINDS order, kinds without queries left out."""
+    kinds = np.asarray(kinds)
+    if len(kinds) != len(ranks):
+        raise ValueError(f"{len(ranks)} ranks but {len(kinds)} kinds")
+    return {kind: {"queries": int((kinds == kind).sum()), **recalls(ranks[kinds == kind])}
+            for kind in CONCEPT_KINDS if (kinds == kind).any()}

@@ -30,7 +30,7 @@ from teran_es.errors import TeranError
 from teran_es.evaluation import encode_captions
 from teran_es.features.pixels import ImageFile
 from teran_es.features.records import ImageCaptionSet
-from teran_es.generalisation import Protocol, group_ranks, list_ranks, recalls
+from teran_es.generalisation import Protocol, group_ranks, list_ranks, recalls, recalls_by_kind
 from teran_es.indexer import Ingestor
 from teran_es.model.alignment import chunked_scores
 from teran_es.region_cache import model_image_set
@@ -198,6 +198,8 @@ def evaluate_protocol(
         "image_queries": len(protocol.image_queries),
         "text_pool": len(protocol.text_pool),
         "exact": {"t2i": recalls(t2i), "i2t": recalls(i2t)},
+        # which kinds of concept the text queries find (flags, skin-tone variants, ...)
+        "exact_t2i_by_kind": recalls_by_kind(t2i, protocol.text_kinds),
     }
     if candidates:
         if workdir is None:

@@ -79,7 +79,8 @@ def run_generalisation(
 def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, int, int, dict[str, float], float | None]]:
     """(protocol, direction, method, queries, searched, R@K, ms p50 or None): one row per
     protocol, direction and method (exact scan; with the pipeline, the exact scan on its
-    sample and recall N + rerank). ``searched``: the gallery's images (text -> image), or
+    sample and recall N + rerank; then text -> image by the exact scan for each kind of
+    concept, "exact, flag" and so on). ``searched``: the gallery's images (text -> image), or
     the texts of the pool the image queries rank (image -> text)."""
     rows = []
     for name, entry in results["protocols"].items():
@@ -93,6 +94,9 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, int, int, d
                 for method, values in entry["pipeline"].items():
                     if method.startswith("recall"):
                         rows.append((name, direction, method, sampled, searched, values, values["ms_p50"]))
+            if direction == "t2i":
+                for kind, values in entry.get("exact_t2i_by_kind", {}).items():
+                    rows.append((name, direction, f"exact, {kind}", values["queries"], searched, values, None))
     return rows
 
 

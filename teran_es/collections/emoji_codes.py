@@ -48,6 +48,29 @@ def has_skin_tone(code: str) -> bool:
     return any(int(part, 16) in SKIN_TONES for part in code.split("-"))
 
 
+KEYCAP = 0x20E3
+CONCEPT_KINDS = ("flag", "keycap", "skin tone", "sequence", "single")
+
+
+def concept_kind(code: str) -> str:
+    """What kind of emoji a sequence is, for reading results by kind (CONCEPT_KINDS, first
+    match): a "flag" of a country or region (two regional indicators, or a black flag with
+    tag characters; the pirate or rainbow flag is a "sequence"), a "keycap", a
+    "skin tone" variant, another multi-point "sequence" (ZWJ and the like), else "single"."""
+    points = [p for p in (int(part, 16) for part in code.split("-")) if p not in VARIATION_SELECTORS]
+    if not points:
+        raise ValueError(f"not a code point sequence: {code!r}")
+    regional = len(points) == 2 and all(REGIONAL_INDICATOR_A <= p <= REGIONAL_INDICATOR_Z for p in points)
+    tagged = points[0] == BLACK_FLAG and len(points) > 2 and all(TAG_A <= p <= CANCEL_TAG for p in points[1:])
+    if regional or tagged:
+        return "flag"
+    if KEYCAP in points:
+        return "keycap"
+    if any(p in SKIN_TONES for p in points):
+        return "skin tone"
+    return "sequence" if len(points) > 1 else "single"
+
+
 def is_private_use(code: str) -> bool:
     """OpenMoji's own extras live in the private use areas and have no Unicode meaning."""
     return any(unicodedata.category(ch) == "Co" for ch in code_to_text(code))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from teran_es.evaluation import image_retrieval_ranks
-from teran_es.generalisation import MISS, build_protocols, group_ranks, list_ranks, recalls
+from teran_es.generalisation import MISS, build_protocols, group_ranks, list_ranks, recalls, recalls_by_kind
 
 
 def brute_force_group_ranks(scores, query_groups, item_groups):
@@ -66,3 +66,35 @@ def test_protocols_on_a_small_table():
     assert held.gallery_groups.tolist() == [0, 1] and held.text_groups.tolist() == [0, 0, 1]
     om = protocols["openmoji"]
     assert om.gallery.tolist() == [0, 2] and om.texts == ["an a", "letter a"] and om.text_groups.tolist() == [0, 0]
+
+
+def test_recalls_by_kind_against_counting():
+    rng = np.random.default_rng(3)
+    ranks = rng.integers(0, 20, 200)
+    kinds = rng.choice(["flag", "single", "skin tone"], 200)
+    by_kind = recalls_by_kind(ranks, kinds)
+    assert list(by_kind) == ["flag", "skin tone", "single"]  # CONCEPT_KINDS order, absent kinds left out
+    for kind, values in by_kind.items():
+        mine = [r for r, k in zip(ranks, kinds, strict=True) if k == kind]
+        assert values["queries"] == len(mine)
+        assert values["r10"] == round(100 * sum(r < 10 for r in mine) / len(mine), 2)
+    assert sum(v["queries"] for v in by_kind.values()) == 200
+    with pytest.raises(ValueError, match="3 ranks but 2 kinds"):
+        recalls_by_kind(np.array([0, 1, 2]), ["flag", "single"])
+
+
+def test_each_text_query_carries_its_concepts_kind():
+    rows = [
+        row("openmoji", "1F1EE-1F1F9", "test", ["flag of italy"]),
+        row("openmoji", "1F44B-1F3FD", "test", ["waving hand: medium skin tone"]),
+        row("fluent", "1F44B-1F3FD", "test", ["waving hand: medium skin tone", "a brown waving hand"]),
+        row("openmoji", "1F600", "train", ["grinning face"]),
+        row("twemoji", "1F600", "heldout-artist", ["grinning face"], "train"),
+    ]
+    protocols = build_protocols(rows)
+    unseen = protocols["unseen"]
+    assert dict(zip(unseen.texts, unseen.text_kinds, strict=True)) == {
+        "flag of italy": "flag", "waving hand: medium skin tone": "skin tone", "a brown waving hand": "skin tone"}
+    assert protocols["heldout"].text_kinds == ["single"]
+    om = protocols["openmoji"]
+    assert len(om.text_kinds) == len(om.texts) and om.text_kinds == ["flag", "skin tone"]

@@ -97,7 +97,13 @@ def test_a_protocol_entry_with_pipeline_rows(tiny_emoji, encoded, tmp_path):
     config.ingest.device = config.search.device = "cpu"
     protocol = build_protocols(tiny_emoji["rows"])["heldout"]
     exact_only = evaluate_protocol(model, config, image_set, regions, mask, protocol)
-    assert set(exact_only) == {"gallery", "text_queries", "image_queries", "text_pool", "exact"}
+    assert set(exact_only) == {"gallery", "text_queries", "image_queries", "text_pool", "exact", "exact_t2i_by_kind"}
+    by_kind = exact_only["exact_t2i_by_kind"]  # the text queries of each kind, all of them in all
+    assert sum(v["queries"] for v in by_kind.values()) == exact_only["text_queries"]
+    t2i, _ = exact_ranks(model, regions, mask, protocol)
+    kinds = np.asarray(protocol.text_kinds)
+    for kind, values in by_kind.items():
+        assert values["r10"] == round(100 * float(np.mean(t2i[kinds == kind] < 10)), 2)
     entry = evaluate_protocol(model, config, image_set, regions, mask, protocol, candidates=[10, 20], queries=5,
                               workdir=tmp_path / "work")
     assert entry["exact"] == exact_only["exact"]

@@ -52,6 +52,8 @@ def test_the_three_protocols_as_json_and_as_a_table(tiny_emoji, tmp_path):
         assert methods[:2] == ["exact", "exact (sample)"] and methods[-1] == "exact"
         assert sum(m.startswith("recall") for m in methods) == 2 and any("image -> text" in line for line in mine)
         assert f"{payload['protocols'][name]['text_queries']:7d}" in mine[1]  # --queries 0: every text query
+        kinds = [line for line, method in zip(mine, methods, strict=True) if method.startswith("exact, ")]
+        assert kinds and sum(int(line.split()[-5]) for line in kinds) == payload["protocols"][name]["text_queries"]
 
 
 def test_usage_errors(tiny_emoji, tmp_path):
