@@ -34,7 +34,7 @@ from common import RESULTS_DIR, machine_info, repo_relative, write_results  # no
 from teran_es.collections.emoji_multi import build_emoji_collection, read_rows  # noqa: E402
 from teran_es.encoding import frontend_size, image_inputs  # noqa: E402
 from teran_es.evaluation import encode_image_set  # noqa: E402
-from teran_es.generalisation import build_protocols, group_ranks, recalls  # noqa: E402
+from teran_es.generalisation import build_protocols, group_ranks, recalls, recalls_by_kind  # noqa: E402
 from teran_es.generalisation_eval import collection_image_set, exact_ranks  # noqa: E402
 from teran_es.model.checkpoint import load_checkpoint  # noqa: E402
 
@@ -112,13 +112,13 @@ def fit_linear_probe(
 
 def probe_protocol(image_z: torch.Tensor, text_z: dict[str, torch.Tensor], protocol) -> dict:
     """Exact R@1/5/10 both ways of one protocol on probe embeddings (image_z [N_rows, dim],
-    text_z: text -> [dim], all normalised)."""
+    text_z: text -> [dim], all normalised), and text -> image for each kind of concept."""
     queries = torch.stack([text_z[t] for t in protocol.texts])
     t2i = group_ranks((queries @ image_z[protocol.gallery].T).numpy(), protocol.text_groups, protocol.gallery_groups)
     pool = torch.stack([text_z[t] for t in protocol.text_pool])
     i2t = group_ranks((image_z[protocol.image_queries] @ pool.T).numpy(), protocol.image_query_groups,
                       protocol.text_pool_groups)
-    return {"t2i": recalls(t2i), "i2t": recalls(i2t)}
+    return {"t2i": recalls(t2i), "i2t": recalls(i2t), "t2i_by_kind": recalls_by_kind(t2i, protocol.text_kinds)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         entry = {"probe": probe_protocol(image_z, text_z, protocol)}
         if regions is not None:
             t2i, i2t = exact_ranks(model, regions, mask, protocol)
-            entry["teran"] = {"t2i": recalls(t2i), "i2t": recalls(i2t)}
+            entry["teran"] = {"t2i": recalls(t2i), "i2t": recalls(i2t),
+                              "t2i_by_kind": recalls_by_kind(t2i, protocol.text_kinds)}
             entry["t2i_r10_teran_over_probe"] = round(entry["teran"]["t2i"]["r10"]
                                                       / max(entry["probe"]["t2i"]["r10"], 1e-9), 2)
         results[name] = entry

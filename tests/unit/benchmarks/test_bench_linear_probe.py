@@ -15,7 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[3] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import bench_linear_probe  # noqa: E402
 
-from teran_es.generalisation import group_ranks  # noqa: E402
+from teran_es.generalisation import build_protocols, group_ranks  # noqa: E402
 
 
 def _planted(seed: int = 0, groups: int = 40, per_group: int = 3):
@@ -72,11 +72,14 @@ def test_a_small_run_writes_probe_and_teran_for_every_protocol(tiny_emoji, tmp_p
                              "--threads", "1", "--no-progress", "--out", str(out)])
     written = json.loads(out.read_text())
     assert set(written["protocols"]) == {"unseen", "heldout", "openmoji"}
-    for entry in written["protocols"].values():
+    protocols = build_protocols(tiny_emoji["rows"])
+    for name, entry in written["protocols"].items():
         for side in ("probe", "teran"):
             for direction in ("t2i", "i2t"):
                 r = entry[side][direction]
                 assert 0 <= r["r1"] <= r["r5"] <= r["r10"] <= 100
+            kinds = entry[side]["t2i_by_kind"]  # every text query in one kind, and none twice
+            assert kinds and sum(v["queries"] for v in kinds.values()) == len(protocols[name].texts)
     assert written["probe"]["train_pairs"] == 2 * 5 * 2  # 2 artists in training x 5 train concepts x 2 captions
 
 
