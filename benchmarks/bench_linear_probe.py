@@ -149,23 +149,52 @@ def frozen_frontend_model(model: TERAN, name: str, image_size: int) -> TERAN:
 def probe_features(pooled: np.ndarray, sentences: np.ndarray, texts: list[str], rows: list[dict], protocols: dict,
                    args) -> tuple[dict, dict]:
     """Fit the probe on the train split's pairs of ``pooled`` [N_rows, C] and ``sentences``
-    [len(texts), H] -> (per-protocol probe figures, {"image_dim", "train_pairs", "fit_seconds"})."""
+    [len(texts), H], once per seed (``args.seed`` .. ``args.seed + args.seeds - 1``) ->
+    (per-protocol probe figures averaged over the seeds, with each seed's text -> image R@10
+    overall and on single concepts; {"image_dim", "train_pairs", "fit_seconds"})."""
     text_row = {text: i for i, text in enumerate(texts)}
     train = np.asarray([r["split"] == "train" for r in rows])
     mean, std = pooled[train].mean(0), pooled[train].std(0) + 1e-6
     concepts = {c: i for i, c in enumerate(sorted({r["concept"] for r in rows}))}
     groups = np.asarray([concepts[r["concept"]] for r in rows])
     pairs = np.asarray([(i, text_row[c]) for i, r in enumerate(rows) if train[i] for c in r["captions"]], dtype=np.int64)
+    standardised = (pooled - mean) / std
+    runs: list[dict] = []
     t = time.perf_counter()
-    image_map, text_map = fit_linear_probe((pooled - mean) / std, sentences, pairs, groups, dim=args.dim,
-                                           epochs=args.epochs, seed=args.seed)
+    for seed in range(args.seed, args.seed + args.seeds):
+        image_map, text_map = fit_linear_probe(standardised, sentences, pairs, groups, dim=args.dim,
+                                               epochs=args.epochs, seed=seed)
+        with torch.no_grad():
+            image_z = F.normalize(image_map(torch.from_numpy(standardised).float()), dim=-1)
+            text_all = F.normalize(text_map(torch.from_numpy(sentences)), dim=-1)
+        text_z = {text: text_all[i] for i, text in enumerate(texts)}
+        runs.append({name: probe_protocol(image_z, text_z, protocol) for name, protocol in protocols.items()})
     fit_seconds = time.perf_counter() - t
-    with torch.no_grad():
-        image_z = F.normalize(image_map(torch.from_numpy((pooled - mean) / std).float()), dim=-1)
-        text_all = F.normalize(text_map(torch.from_numpy(sentences)), dim=-1)
-    text_z = {text: text_all[i] for i, text in enumerate(texts)}
-    figures = {name: probe_protocol(image_z, text_z, protocol) for name, protocol in protocols.items()}
-    return figures, {"image_dim": int(pooled.shape[1]), "train_pairs": len(pairs), "fit_seconds": round(fit_seconds, 1)}
+    figures = {}
+    for name in protocols:
+        figures[name] = mean_figures([run[name] for run in runs])
+        figures[name]["t2i_r10_by_seed"] = [run[name]["t2i"]["r10"] for run in runs]
+        figures[name]["t2i_single_r10_by_seed"] = [
+            run[name]["t2i_by_kind"].get("single", {}).get("r10") for run in runs
+        ]
+    info = {"image_dim": int(pooled.shape[1]), "train_pairs": len(pairs), "seeds": args.seeds,
+            "fit_seconds": round(fit_seconds, 1)}
+    return figures, info
+
+
+def mean_figures(runs: list[dict]) -> dict:
+    """The element-wise mean of nested dicts of numbers of the same shape (a query count,
+    the same in each, stays as it is)."""
+    out: dict = {}
+    for key, first in runs[0].items():
+        values = [run[key] for run in runs]
+        if isinstance(first, dict):
+            out[key] = mean_figures(values)
+        elif key == "queries":
+            out[key] = first
+        else:
+            out[key] = round(float(np.mean(values)), 2)
+    return out
 
 
 def probe_protocol(image_z: torch.Tensor, text_z: dict[str, torch.Tensor], protocol) -> dict:
@@ -180,23 +209,26 @@ def probe_protocol(image_z: torch.Tensor, text_z: dict[str, torch.Tensor], proto
 
 
 def print_frontends(probe: dict, others: dict, protocols: dict) -> None:
-    """Text -> image R@10 of the checkpoint's front end and each other one, per protocol and
-    for single-code-point concepts, with each one's ratio to the checkpoint's."""
-    print(f"{'front end':30} " + " ".join(f"{name:>16} {'single':>7}" for name in protocols))
+    """Text -> image R@10 (mean over the seeds, +- their standard deviation) of the checkpoint's
+    front end and each other one, per protocol and for single-code-point concepts, with each
+    one's ratio to the checkpoint's."""
+    print(f"{'front end':24} " + " ".join(f"{name:>24} {'single':>11}" for name in protocols))
 
-    def cells(figures: dict) -> list[tuple[float, float]]:
+    def cells(figures: dict) -> list[tuple[float, float, float, float]]:
         out = []
         for name in protocols:
-            single = figures[name]["t2i_by_kind"].get("single", {}).get("r10", float("nan"))
-            out.append((figures[name]["t2i"]["r10"], single))
+            single = [v for v in figures[name]["t2i_single_r10_by_seed"] if v is not None] or [float("nan")]
+            out.append((figures[name]["t2i"]["r10"], float(np.std(figures[name]["t2i_r10_by_seed"])),
+                        float(np.mean(single)), float(np.std(single))))
         return out
 
     base = cells(probe)
-    print(f"{'checkpoint':30} " + " ".join(f"{r10:16.1f} {single:7.1f}" for r10, single in base))
+    print(f"{'checkpoint':24} " + " ".join(f"{r10:13.1f} +-{sd:4.1f}{'':5} {one:5.1f} +-{one_sd:4.1f}"
+                                           for r10, sd, one, one_sd in base))
     for label, entry in others.items():
-        text = [f"{r10:7.1f} ({r10 / max(b10, 1e-9):4.2f}x) {single:7.1f}"
-                for (r10, single), (b10, _) in zip(cells(entry["protocols"]), base, strict=True)]
-        print(f"{label:30} {' '.join(text)}")
+        text = [f"{r10:5.1f} +-{sd:4.1f} ({r10 / max(b10, 1e-9):4.2f}x) {one:5.1f} +-{one_sd:4.1f}"
+                for (r10, sd, one, one_sd), (b10, *_) in zip(cells(entry["protocols"]), base, strict=True)]
+        print(f"{label:24} {' '.join(text)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -205,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="fit the probe this many times (seeds --seed, "
+                        "--seed + 1, ...) and report the mean: one fit moves (a) by a few points")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-teran", action="store_true", help="skip the checkpoint's own exact figures")
     parser.add_argument("--frontends", default="", help="comma-separated frozen front ends to probe beside the "
@@ -214,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/linear-probe.json)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     torch.set_num_threads(args.threads)
     progress = not args.no_progress
     started = time.perf_counter()

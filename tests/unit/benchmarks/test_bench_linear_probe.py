@@ -152,3 +152,26 @@ def test_another_frozen_front_end_is_probed_beside_the_checkpoint(tiny_emoji, tm
     for figures in entry["protocols"].values():
         r = figures["t2i"]
         assert 0 <= r["r1"] <= r["r5"] <= r["r10"] <= 100
+
+
+def test_mean_figures_averages_every_number_but_query_counts():
+    runs = [{"t2i": {"r1": 10.0, "r10": 40.0}, "t2i_by_kind": {"single": {"r10": 20.0, "queries": 7}}},
+            {"t2i": {"r1": 20.0, "r10": 50.0}, "t2i_by_kind": {"single": {"r10": 30.0, "queries": 7}}}]
+    assert bench_linear_probe.mean_figures(runs) == {
+        "t2i": {"r1": 15.0, "r10": 45.0}, "t2i_by_kind": {"single": {"r10": 25.0, "queries": 7}}}
+
+
+def test_several_seeds_report_their_mean_and_each_seed(tiny_emoji, tmp_path, monkeypatch):
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bench_linear_probe, "build_emoji_collection", lambda progress: tiny_emoji["collection"])
+    written = {}
+    for seeds, seed in (("2", "0"), ("1", "0"), ("1", "1")):
+        out = tmp_path / f"probe-{seeds}-{seed}.json"
+        bench_linear_probe.main(["--checkpoint", str(tiny_emoji["checkpoint"]), "--dim", "8", "--epochs", "3",
+                                 "--threads", "1", "--no-progress", "--no-teran", "--seeds", seeds, "--seed", seed,
+                                 "--out", str(out)])
+        written[seeds, seed] = json.loads(out.read_text())["protocols"]
+    for name, entry in written["2", "0"].items():
+        by_seed = [written["1", s][name]["probe"]["t2i"]["r10"] for s in ("0", "1")]
+        assert entry["probe"]["t2i_r10_by_seed"] == by_seed
+        assert abs(entry["probe"]["t2i"]["r10"] - sum(by_seed) / 2) < 0.01
