@@ -36,7 +36,10 @@ def test_small_run_writes_labelled_figures(tmp_path):
     assert written["scores_max_abs_difference"] < 1e-5
     full = written["full_5k_x_25k"]
     assert full["measured"] is False and full["note"].startswith("extrapolated")
-    # 5,000 / 40 images x 25,000 / 50 captions
-    expected = payload["ours"]["ms_per_query"] / 1000 * 25000 * 125
-    assert abs(full["ours_seconds"] - expected) <= 0.1 + 1e-3 * expected
+    # 5,000 / 40 images x 25,000 / 50 captions. Both figures are rounded (ms per query to 4
+    # decimals, seconds to 1), so they agree within half a unit of each, scaled: on a fast
+    # machine (0.018 ms a query) the first rounding alone is worth 0.16 s
+    seconds_per_ms = 25000 * 125 / 1000
+    expected = payload["ours"]["ms_per_query"] * seconds_per_ms
+    assert abs(full["ours_seconds"] - expected) <= 0.05 + 0.00005 * seconds_per_ms + 1e-6
     assert written["speedup_per_query"] > 0 and written["machine"]["device"] == "cpu"
