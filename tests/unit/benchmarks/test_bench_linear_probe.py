@@ -175,3 +175,20 @@ def test_several_seeds_report_their_mean_and_each_seed(tiny_emoji, tmp_path, mon
         by_seed = [written["1", s][name]["probe"]["t2i"]["r10"] for s in ("0", "1")]
         assert entry["probe"]["t2i_r10_by_seed"] == by_seed
         assert abs(entry["probe"]["t2i"]["r10"] - sum(by_seed) / 2) < 0.01
+
+
+def test_collection_size_is_passed_to_the_collection_build(tiny_emoji, tmp_path, monkeypatch):
+    asked = []
+
+    def build(progress, **kwargs):
+        asked.append(kwargs)
+        return tiny_emoji["collection"]
+
+    monkeypatch.setenv("TERAN_ES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bench_linear_probe, "build_emoji_collection", build)
+    out = tmp_path / "probe.json"
+    bench_linear_probe.main(["--checkpoint", str(tiny_emoji["checkpoint"]), "--dim", "8", "--epochs", "1",
+                             "--threads", "1", "--no-progress", "--no-teran", "--collection-size", "48",
+                             "--out", str(out)])
+    assert asked == [{"size": 48}]
+    assert json.loads(out.read_text())["collection"]["size"] == 48
