@@ -138,10 +138,11 @@ def frozen_frontend_model(model: TERAN, name: str, image_size: int) -> TERAN:
     """``model`` with its image front end replaced by the frozen pretrained ``name`` (its last
     block, the same grid, fed ``image_size`` pixels), sharing its text backbone. The layers
     above the front end are untrained; the probe uses only the front end's regions."""
-    last = len(frontend_network(name)._blocks) - 1
+    shape = frontend_network(name)  # random weights: only its block count and widths are read
+    last = len(shape._blocks) - 1
     config = dataclasses.replace(
         model.config, frontend=name, frontend_block=last, frontend_trainable_blocks=0, image_size=image_size,
-        region_feature_dim=frontend_network(name).block_channels(last),
+        region_feature_dim=shape.block_channels(last),
     )
     return TERAN(config, text_backbone=model.textual.backbone, tokenizer=model.tokenizer).eval()
 
@@ -217,9 +218,10 @@ def print_frontends(probe: dict, others: dict, protocols: dict) -> None:
     def cells(figures: dict) -> list[tuple[float, float, float, float]]:
         out = []
         for name in protocols:
-            single = [v for v in figures[name]["t2i_single_r10_by_seed"] if v is not None] or [float("nan")]
+            single = figures[name]["t2i_by_kind"].get("single", {}).get("r10", float("nan"))  # mean over seeds
+            single_by_seed = [v for v in figures[name]["t2i_single_r10_by_seed"] if v is not None] or [float("nan")]
             out.append((figures[name]["t2i"]["r10"], float(np.std(figures[name]["t2i_r10_by_seed"])),
-                        float(np.mean(single)), float(np.std(single))))
+                        single, float(np.std(single_by_seed))))
         return out
 
     base = cells(probe)

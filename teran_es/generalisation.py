@@ -116,7 +116,6 @@ def build_protocols(rows: list[dict]) -> dict[str, Protocol]:
     def kinds(groups: np.ndarray) -> list[str]:
         return [kind_of_concept[int(g)] for g in groups]
 
-    om_kinds = [concept_kind(rows[i]["concept"]) for i in om_groups]
     return {
         "unseen": Protocol("unseen", everything, concepts, unseen_texts, unseen_groups, unseen, concepts[unseen],
                            pool, pool_groups, kinds(unseen_groups)),
@@ -124,7 +123,7 @@ def build_protocols(rows: list[dict]) -> dict[str, Protocol]:
                             held_texts, held_groups, kinds(held_groups)),
         # groups are row indices: the hit is the caption's own drawing, as in the OpenMoji benchmark
         "openmoji": Protocol("openmoji", openmoji, openmoji, om_texts, om_groups, openmoji_test, openmoji_test,
-                             om_texts, om_groups, om_kinds),
+                             om_texts, om_groups, kinds(concepts[om_groups])),
     }
 
 
