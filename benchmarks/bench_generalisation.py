@@ -12,6 +12,15 @@ bench_openmoji.py's "all" setting; image -> text on the test split alone). The p
 use a seeded sample of at most --rerank-queries text queries per protocol; the exact row on
 the same sample is given beside them. The work is teran_es/generalisation_eval.py (also behind
 `teran-es evaluate --generalisation`, for one model). Writes benchmarks/results/generalisation.json.
+
+``--bank-norm 3,5,10`` adds, for each model, text -> image recall with the gallery's images
+normalised by a bank of ``--bank-size`` training captions at each strength (query_bank.py;
+exact scan only, the search pipeline does not apply it), beside the plain scan and with two
+checks against the whole collection: the val concepts (where a strength is chosen) and a
+sample of trained concepts (what it costs them).
+
+    python benchmarks/bench_generalisation.py --old models/emoji-lite0-minilm --new models/emoji-lite0-minilm \
+        --rerank-queries 0 --bank-norm 3,5,10
 """
 
 from __future__ import annotations
@@ -31,10 +40,19 @@ from teran_es.collections.emoji_multi import build_emoji_collection, read_rows  
 from teran_es.config import default_cache_dir  # noqa: E402
 from teran_es.evaluation import encode_image_set  # noqa: E402
 from teran_es.generalisation import build_protocols  # noqa: E402
-from teran_es.generalisation_eval import collection_image_set, evaluate_protocol  # noqa: E402
+from teran_es.generalisation_eval import bank_norm_recalls, collection_image_set, evaluate_protocol  # noqa: E402
 from teran_es.model.checkpoint import load_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def print_bank_norm(label: str, figures: dict) -> None:
+    """One line per setting (plain, then each strength): text -> image R@10 per protocol and check."""
+    for key, by_name in figures.items():
+        if key == "bank":
+            continue
+        print(f"{label:3} bank-norm {key:10} t2i R@10 " + "  ".join(
+            f"{name} {entry['t2i']['r10']:5.1f}" for name, entry in by_name.items()), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,8 +65,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/generalisation.json)")
     parser.add_argument("--concepts", type=int, default=0, help="keep a seeded sample of N concepts (0 = all)")
+    parser.add_argument("--bank-norm", default="", help="comma-separated strengths (beta > 0) of query-bank "
+                        "normalisation to report beside the plain exact scan (empty: none)")
+    parser.add_argument("--bank-size", type=int, default=2000, help="training captions in the bank (0 = all)")
+    parser.add_argument("--check-queries", type=int, default=1500,
+                        help="captions of trained concepts in the 'seen' check of --bank-norm")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        betas = [float(b) for b in args.bank_norm.split(",") if b.strip()]
+    except ValueError:
+        parser.error(f"--bank-norm: not a list of numbers: {args.bank_norm!r}")
+    if any(not np.isfinite(b) or b <= 0 for b in betas):
+        parser.error("--bank-norm: every strength must be a number > 0")
+    if args.bank_size < 0 or args.check_queries < 0:
+        parser.error("--bank-size and --check-queries must be >= 0")
     torch.set_num_threads(args.threads)
     progress = not args.no_progress
     candidates = [int(c) for c in args.candidates.split(",") if c]
@@ -88,6 +119,11 @@ def main(argv: list[str] | None = None) -> None:
             print(row, flush=True)
             print(f"{'':12} t2i R@10 by kind (queries): " + ", ".join(
                 f"{kind} {v['r10']:.1f} ({v['queries']})" for kind, v in entry["exact_t2i_by_kind"].items()), flush=True)
+        if betas:
+            model_result["bank_norm"] = bank_norm_recalls(model, regions, mask, rows, protocols, betas,
+                                                          bank_size=args.bank_size, check_queries=args.check_queries,
+                                                          progress=progress)
+            print_bank_norm(label, model_result["bank_norm"])
         results[label] = model_result
         del model, regions, mask, image_set
 

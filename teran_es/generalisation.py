@@ -135,3 +135,30 @@ def recalls_by_kind(ranks: np.ndarray, kinds: Sequence[str]) -> dict[str, dict[s
         raise ValueError(f"{len(ranks)} ranks but {len(kinds)} kinds")
     return {kind: {"queries": int((kinds == kind).sum()), **recalls(ranks[kinds == kind])}
             for kind in CONCEPT_KINDS if (kinds == kind).any()}
+
+
+def concept_queries(rows: list[dict], concept_split: str, limit: int = 0, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Text queries of the concepts of one split, to search the whole collection with:
+    each distinct (concept, caption) of a concept whose ``concept_split`` is ``concept_split``
+    (``"val"``: concepts used to choose settings; ``"train"``: concepts the model was trained
+    on), a seeded sample of ``limit`` of them (0 = all) -> (texts, concept groups [Q]); the
+    groups are the concept ids :func:`build_protocols` gives, so the ``unseen`` protocol's
+    gallery groups are their relevance."""
+    concept_ids = {concept: i for i, concept in enumerate(sorted({r["concept"] for r in rows}))}
+    indices = [i for i, r in enumerate(rows) if r["concept_split"] == concept_split]
+    texts, groups = _distinct_texts(rows, indices, concept_ids)
+    if limit and limit < len(texts):
+        keep = np.sort(np.random.default_rng(seed).choice(len(texts), limit, replace=False))
+        texts, groups = [texts[i] for i in keep], groups[keep]
+    return texts, groups
+
+
+def bank_texts(rows: list[dict], limit: int = 0, seed: int = 0) -> list[str]:
+    """The query bank: distinct captions of the rows a model is trained on (split ``train``),
+    sorted, or a seeded sample of ``limit`` of them (0 = all). No val, test or held-out
+    caption is in it."""
+    texts = sorted({caption for r in rows if r["split"] == "train" for caption in r["captions"]})
+    if limit and limit < len(texts):
+        keep = np.sort(np.random.default_rng(seed).choice(len(texts), limit, replace=False))
+        texts = [texts[i] for i in keep]
+    return texts

@@ -9,7 +9,10 @@ Used by ``teran-es evaluate --generalisation`` and ``benchmarks/bench_generalisa
 - :func:`pipeline_recalls`: the protocol's gallery ingested into a fresh index in a work
   directory of its own, a sample of its text queries searched (recall + rerank) per
   candidate count;
-- :func:`evaluate_protocol`: one protocol's result dict (see its docstring).
+- :func:`evaluate_protocol`: one protocol's result dict (see its docstring);
+- :func:`bank_norm_recalls`: text -> image recall of every protocol, and of val and trained
+  concepts, with gallery images normalised by a bank of training captions (``query_bank.py``)
+  at each of several strengths, beside the plain scores.
 """
 
 from __future__ import annotations
@@ -30,9 +33,18 @@ from teran_es.errors import TeranError
 from teran_es.evaluation import encode_captions
 from teran_es.features.pixels import ImageFile
 from teran_es.features.records import ImageCaptionSet
-from teran_es.generalisation import Protocol, group_ranks, list_ranks, recalls, recalls_by_kind
+from teran_es.generalisation import (
+    Protocol,
+    bank_texts,
+    concept_queries,
+    group_ranks,
+    list_ranks,
+    recalls,
+    recalls_by_kind,
+)
 from teran_es.indexer import Ingestor
 from teran_es.model.alignment import chunked_scores
+from teran_es.query_bank import bank_normaliser, normalised_scores
 from teran_es.region_cache import model_image_set
 from teran_es.search_evaluation import evaluate_index_name
 from teran_es.searcher import Searcher
@@ -209,3 +221,65 @@ def evaluate_protocol(
         entry["pipeline"] = pipeline_recalls(model, config, image_set, protocol, sample, candidates, workdir,
                                              index_name=index_name, batch_size=batch_size, progress=progress)
     return entry
+
+
+def text_image_scores(model, regions: torch.Tensor, mask: torch.Tensor, texts: Sequence[str],
+                      gallery: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Exact scores of ``texts`` against the ``gallery`` rows of regions [N_rows, R, D] /
+    mask [N_rows, R] -> float32 [len(texts), len(gallery)]."""
+    words, word_mask = encode_captions(model, list(texts), batch_size=CAPTION_BATCH, progress=progress)
+    return _scores(model, regions[gallery], mask[gallery], words, word_mask).T.numpy()
+
+
+def bank_norm_recalls(
+    model,
+    regions: torch.Tensor,
+    mask: torch.Tensor,
+    rows: list[dict],
+    protocols: dict[str, Protocol],
+    betas: Sequence[float],
+    *,
+    bank_size: int = 2000,
+    check_queries: int = 1500,
+    seed: int = SAMPLE_SEED,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Text -> image R@1/5/10 with query-bank normalisation, beside the plain exact scan.
+
+    The bank is a seeded sample of ``bank_size`` training captions (``bank_texts``); every
+    row's image is scored against it once. Besides the ``protocols`` (overall and by kind of
+    concept), two checks search the whole collection: ``val`` (captions of the val concepts,
+    where a strength is chosen) and ``seen`` (a sample of ``check_queries`` captions of trained
+    concepts: what the normalisation costs the concepts a model knows). Image -> text is not
+    reported: a per-image offset leaves it unchanged. Returns ``{"bank": {...}, "plain":
+    {name: figures}, "beta=B": {name: figures}, ...}``.
+    """
+    if not betas or any(beta <= 0 for beta in betas):
+        raise GeneralisationError(f"bank normalisation needs strengths > 0, got {list(betas)}")
+    t = time.perf_counter()
+    bank = bank_texts(rows, bank_size, seed)
+    everything = np.arange(len(rows))
+    bank_scores = text_image_scores(model, regions, mask, bank, everything, progress).T  # [N_rows, bank]
+    normalisers = {beta: bank_normaliser(bank_scores, beta) for beta in betas}
+    bank_seconds = time.perf_counter() - t
+    concept_ids = {concept: i for i, concept in enumerate(sorted({r["concept"] for r in rows}))}
+    row_concepts = np.asarray([concept_ids[r["concept"]] for r in rows], dtype=np.int64)  # as concept_queries numbers them
+    checks: dict[str, tuple[np.ndarray, list[str], np.ndarray, np.ndarray, list[str] | None]] = {
+        name: (p.gallery, p.texts, p.text_groups, p.gallery_groups, p.text_kinds) for name, p in protocols.items()
+    }
+    for split, label, limit in (("val", "val", 0), ("train", "seen", check_queries)):
+        texts, groups = concept_queries(rows, split, limit, seed)
+        if texts:
+            checks[label] = (everything, texts, groups, row_concepts, None)
+    out: dict[str, Any] = {"bank": {"texts": len(bank), "from": "captions of the train split", "seed": seed,
+                                    "seconds": round(bank_seconds, 1)}}
+    for name, (gallery, texts, groups, item_groups, kinds) in checks.items():
+        scores = text_image_scores(model, regions, mask, texts, gallery, progress)
+        for key, offset in [("plain", None), *((f"beta={beta:g}", normalisers[beta]) for beta in betas)]:
+            ranked = scores if offset is None else normalised_scores(scores, offset[gallery])
+            ranks = group_ranks(ranked, groups, item_groups)
+            figures: dict[str, Any] = {"queries": len(texts), "t2i": recalls(ranks)}
+            if kinds is not None:
+                figures["t2i_by_kind"] = recalls_by_kind(ranks, kinds)
+            out.setdefault(key, {})[name] = figures
+    return out

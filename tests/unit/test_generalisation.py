@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from teran_es.evaluation import image_retrieval_ranks
-from teran_es.generalisation import MISS, build_protocols, group_ranks, list_ranks, recalls, recalls_by_kind
+from teran_es.generalisation import (
+    MISS,
+    bank_texts,
+    build_protocols,
+    concept_queries,
+    group_ranks,
+    list_ranks,
+    recalls,
+    recalls_by_kind,
+)
 
 
 def brute_force_group_ranks(scores, query_groups, item_groups):
@@ -98,3 +107,28 @@ def test_each_text_query_carries_its_concepts_kind():
     assert protocols["heldout"].text_kinds == ["single"]
     om = protocols["openmoji"]
     assert len(om.text_kinds) == len(om.texts) and om.text_kinds == ["flag", "skin tone"]
+
+
+def test_concept_queries_and_the_bank():
+    rows = [
+        row("openmoji", "A", "test", ["an a", "letter a"]),
+        row("openmoji", "B", "train", ["a b", "letter b"]),
+        row("fluent", "B", "train", ["a b", "letter b"]),
+        row("openmoji", "C", "val", ["a c"]),
+        row("openmoji", "D", "train", ["a d"]),
+        row("twemoji", "E", "heldout-artist", ["an e"], "train"),  # a trained concept, but only the held-out artist drew it
+    ]
+    unseen = build_protocols(rows)["unseen"]
+    texts, groups = concept_queries(rows, "val")
+    assert texts == ["a c"] and unseen.gallery_groups[3] == groups[0]  # row 3 is concept C's only drawing
+    texts, groups = concept_queries(rows, "train")
+    assert texts == ["a b", "letter b", "a d", "an e"]
+    relevant = [[i for i in unseen.gallery if unseen.gallery_groups[i] == g] for g in groups]
+    assert relevant == [[1, 2], [1, 2], [4], [5]]
+    sample, sample_groups = concept_queries(rows, "train", limit=2, seed=3)
+    assert len(sample) == 2 and set(sample) <= set(texts) and sample == concept_queries(rows, "train", 2, 3)[0]
+    assert all(groups[texts.index(t)] == g for t, g in zip(sample, sample_groups, strict=True))
+    # the bank: captions of rows trained on (split "train"), never a val, test or held-out one
+    assert bank_texts(rows) == ["a b", "a d", "letter b"]
+    assert len(bank_texts(rows, limit=2)) == 2 and set(bank_texts(rows, limit=2, seed=1)) <= {"a b", "a d", "letter b"}
+    assert bank_texts(rows, limit=2, seed=1) == bank_texts(rows, limit=2, seed=1)

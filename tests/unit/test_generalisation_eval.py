@@ -12,9 +12,10 @@ import torch
 
 from teran_es.evaluation import encode_image_set
 from teran_es.features.images import load_image
-from teran_es.generalisation import HELDOUT_SPLIT, build_protocols
+from teran_es.generalisation import HELDOUT_SPLIT, bank_texts, build_protocols, concept_queries, recalls
 from teran_es.generalisation_eval import (
     GeneralisationError,
+    bank_norm_recalls,
     collection_image_set,
     evaluate_protocol,
     exact_ranks,
@@ -156,3 +157,42 @@ def test_a_model_without_an_image_front_end_is_refused(tiny_emoji):
 
     with pytest.raises(GeneralisationError, match="image front end"):
         collection_image_set(NoFrontEnd(), tiny_emoji["rows"], tiny_emoji["collection"])
+
+
+def test_bank_normalised_recalls_against_a_brute_force(tiny_emoji, encoded):
+    model, _, _, regions, mask = encoded
+    rows = tiny_emoji["rows"]
+    paths = [str(Path(tiny_emoji["collection"]) / r["path"]) for r in rows]
+    protocols = build_protocols(rows)
+    beta = 5.0
+    out = bank_norm_recalls(model, regions, mask, rows, protocols, [beta, 2.0], bank_size=0, check_queries=0)
+    bank = bank_texts(rows)
+    assert out["bank"]["texts"] == len(bank) == 10  # 5 trained concepts, 2 captions each
+    # each image's normaliser from pair-by-pair scores: log of the mean of exp(beta * s) over the bank, / beta
+    bank_pairs = pair_scores(model, paths, bank)  # [rows, bank]
+    normaliser = np.log(np.exp(beta * bank_pairs).mean(1)) / beta
+    concept_of_caption = {c: r["concept"] for r in rows for c in r["captions"]}
+    for name in ("unseen", "heldout", "openmoji", "val", "seen"):
+        if name in protocols:
+            gallery, texts = protocols[name].gallery, protocols[name].texts
+        else:
+            gallery, texts = np.arange(len(rows)), concept_queries(rows, "val" if name == "val" else "train")[0]
+        scores = pair_scores(model, [paths[i] for i in gallery], texts).T  # [texts, gallery]
+        if name == "openmoji":
+            hits = np.array([[t in rows[i]["captions"] for i in gallery] for t in texts])
+        else:
+            hits = np.array([[rows[i]["concept"] == concept_of_caption[t] for i in gallery] for t in texts])
+        plain = recalls(np.asarray(brute_ranks(scores, hits)))
+        normalised = recalls(np.asarray(brute_ranks(scores - normaliser[gallery][None, :], hits)))
+        assert out["plain"][name]["t2i"] == plain, name
+        assert out["beta=5"][name]["t2i"] == normalised, name
+        assert out["beta=5"][name]["queries"] == len(texts)
+    assert set(out["plain"]["unseen"]) == {"queries", "t2i", "t2i_by_kind"} and "t2i_by_kind" not in out["plain"]["seen"]
+    assert set(out) == {"bank", "plain", "beta=5", "beta=2"}
+
+
+@pytest.mark.parametrize("betas", [[], [0.0], [5.0, -1.0]])
+def test_bank_normalisation_needs_positive_strengths(tiny_emoji, encoded, betas):
+    model, _, _, regions, mask = encoded
+    with pytest.raises(GeneralisationError, match="strengths > 0"):
+        bank_norm_recalls(model, regions, mask, tiny_emoji["rows"], build_protocols(tiny_emoji["rows"]), betas)
