@@ -155,8 +155,8 @@ def concept_queries(rows: list[dict], concept_split: str, limit: int = 0, seed: 
 
 def bank_texts(rows: list[dict], limit: int = 0, seed: int = 0) -> list[str]:
     """The query bank: distinct captions of the rows a model is trained on (split ``train``),
-    sorted, or a seeded sample of ``limit`` of them (0 = all). No val, test or held-out
-    caption is in it."""
+    sorted, or a seeded sample of ``limit`` of them (0 = all). Only train rows contribute: a
+    caption of a val or test concept is in it only when a trained concept has it too."""
     texts = sorted({caption for r in rows if r["split"] == "train" for caption in r["captions"]})
     if limit and limit < len(texts):
         keep = np.sort(np.random.default_rng(seed).choice(len(texts), limit, replace=False))

@@ -128,7 +128,7 @@ def test_concept_queries_and_the_bank():
     sample, sample_groups = concept_queries(rows, "train", limit=2, seed=3)
     assert len(sample) == 2 and set(sample) <= set(texts) and sample == concept_queries(rows, "train", 2, 3)[0]
     assert all(groups[texts.index(t)] == g for t, g in zip(sample, sample_groups, strict=True))
-    # the bank: captions of rows trained on (split "train"), never a val, test or held-out one
+    # the bank: captions of rows trained on (split "train"); these val, test and held-out captions are not theirs
     assert bank_texts(rows) == ["a b", "a d", "letter b"]
     assert len(bank_texts(rows, limit=2)) == 2 and set(bank_texts(rows, limit=2, seed=1)) <= {"a b", "a d", "letter b"}
     assert bank_texts(rows, limit=2, seed=1) == bank_texts(rows, limit=2, seed=1)
