@@ -19,8 +19,8 @@ exact scan only, the search pipeline does not apply it), beside the plain scan a
 checks against the whole collection: the val concepts (where a strength is chosen) and a
 sample of trained concepts (what it costs them).
 
-    python benchmarks/bench_generalisation.py --old models/emoji-lite0-minilm --new models/emoji-lite0-minilm \
-        --rerank-queries 0 --bank-norm 3,5,10
+    python benchmarks/bench_generalisation.py --old models/openmoji-minilm --new models/emoji-lite0-minilm \
+        --rerank-queries 0 --bank-norm 2,3,5,7,10
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
                         "normalisation to report beside the plain exact scan (empty: none)")
     parser.add_argument("--bank-size", type=int, default=2000, help="training captions in the bank (0 = all)")
     parser.add_argument("--check-queries", type=int, default=1500,
-                        help="captions of trained concepts in the 'seen' check of --bank-norm")
+                        help="captions of trained concepts in the 'seen' check of --bank-norm (0 = all)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
