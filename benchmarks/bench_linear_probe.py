@@ -42,7 +42,7 @@ from common import RESULTS_DIR, machine_info, repo_relative, write_results  # no
 from teran_es.collections.emoji_multi import build_emoji_collection, read_rows  # noqa: E402
 from teran_es.encoding import frontend_size, image_inputs  # noqa: E402
 from teran_es.evaluation import encode_image_set  # noqa: E402
-from teran_es.generalisation import build_protocols, group_ranks, recalls, recalls_by_kind  # noqa: E402
+from teran_es.generalisation import build_protocols, concept_numbers, group_ranks, recalls, recalls_by_kind  # noqa: E402
 from teran_es.generalisation_eval import collection_image_set, exact_ranks  # noqa: E402
 from teran_es.model.checkpoint import load_checkpoint  # noqa: E402
 from teran_es.model.pretrained_frontend import (  # noqa: E402
@@ -156,8 +156,7 @@ def probe_features(pooled: np.ndarray, sentences: np.ndarray, texts: list[str], 
     text_row = {text: i for i, text in enumerate(texts)}
     train = np.asarray([r["split"] == "train" for r in rows])
     mean, std = pooled[train].mean(0), pooled[train].std(0) + 1e-6
-    concepts = {c: i for i, c in enumerate(sorted({r["concept"] for r in rows}))}
-    groups = np.asarray([concepts[r["concept"]] for r in rows])
+    groups = concept_numbers(rows)[1]
     pairs = np.asarray([(i, text_row[c]) for i, r in enumerate(rows) if train[i] for c in r["captions"]], dtype=np.int64)
     standardised = (pooled - mean) / std
     runs: list[dict] = []

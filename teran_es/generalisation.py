@@ -87,6 +87,20 @@ class Protocol:
     text_kinds: list[str]  # the kind of each t2i query's concept (emoji_codes.concept_kind)
 
 
+def concept_numbers(rows: list[dict]) -> tuple[dict[str, int], np.ndarray]:
+    """Each concept's number (its position among the sorted concepts) and each row's concept
+    number [N_rows]: the groups every protocol and query set here uses."""
+    numbers = {concept: i for i, concept in enumerate(sorted({r["concept"] for r in rows}))}
+    return numbers, np.asarray([numbers[r["concept"]] for r in rows], dtype=np.int64)
+
+
+def query_sample(n_texts: int, queries: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a seeded sample of ``queries`` of ``n_texts`` text queries (0 = all)."""
+    if queries <= 0 or queries >= n_texts:
+        return np.arange(n_texts)
+    return np.sort(np.random.default_rng(seed).choice(n_texts, queries, replace=False))
+
+
 def _distinct_texts(rows: list[dict], indices, concept_ids: dict[str, int]) -> tuple[list[str], np.ndarray]:
     seen: dict[tuple[int, str], None] = {}
     for i in indices:
@@ -98,8 +112,7 @@ def _distinct_texts(rows: list[dict], indices, concept_ids: dict[str, int]) -> t
 
 def build_protocols(rows: list[dict]) -> dict[str, Protocol]:
     """The three protocols over the rows of a multi-source collection (emoji_multi.SCHEMA)."""
-    concept_ids = {concept: i for i, concept in enumerate(sorted({r["concept"] for r in rows}))}
-    concepts = np.asarray([concept_ids[r["concept"]] for r in rows], dtype=np.int64)
+    concept_ids, concepts = concept_numbers(rows)
     everything = np.arange(len(rows))
     unseen = np.asarray([i for i, r in enumerate(rows) if r["concept_split"] == "test"], dtype=np.int64)
     held = np.asarray([i for i, r in enumerate(rows) if r["split"] == HELDOUT_SPLIT], dtype=np.int64)
@@ -144,13 +157,10 @@ def concept_queries(rows: list[dict], concept_split: str, limit: int = 0, seed: 
     on), a seeded sample of ``limit`` of them (0 = all) -> (texts, concept groups [Q]); the
     groups are the concept ids :func:`build_protocols` gives, so the ``unseen`` protocol's
     gallery groups are their relevance."""
-    concept_ids = {concept: i for i, concept in enumerate(sorted({r["concept"] for r in rows}))}
     indices = [i for i, r in enumerate(rows) if r["concept_split"] == concept_split]
-    texts, groups = _distinct_texts(rows, indices, concept_ids)
-    if limit and limit < len(texts):
-        keep = np.sort(np.random.default_rng(seed).choice(len(texts), limit, replace=False))
-        texts, groups = [texts[i] for i in keep], groups[keep]
-    return texts, groups
+    texts, groups = _distinct_texts(rows, indices, concept_numbers(rows)[0])
+    keep = query_sample(len(texts), limit, seed)
+    return [texts[i] for i in keep], groups[keep]
 
 
 def bank_texts(rows: list[dict], limit: int = 0, seed: int = 0) -> list[str]:
@@ -158,7 +168,4 @@ def bank_texts(rows: list[dict], limit: int = 0, seed: int = 0) -> list[str]:
     sorted, or a seeded sample of ``limit`` of them (0 = all). Only train rows contribute: a
     caption of a val or test concept is in it only when a trained concept has it too."""
     texts = sorted({caption for r in rows if r["split"] == "train" for caption in r["captions"]})
-    if limit and limit < len(texts):
-        keep = np.sort(np.random.default_rng(seed).choice(len(texts), limit, replace=False))
-        texts = [texts[i] for i in keep]
-    return texts
+    return [texts[i] for i in query_sample(len(texts), limit, seed)]

@@ -36,9 +36,11 @@ from teran_es.features.records import ImageCaptionSet
 from teran_es.generalisation import (
     Protocol,
     bank_texts,
+    concept_numbers,
     concept_queries,
     group_ranks,
     list_ranks,
+    query_sample,
     recalls,
     recalls_by_kind,
 )
@@ -107,13 +109,6 @@ def exact_ranks(
         scores = _scores(model, regions[protocol.image_queries], mask[protocol.image_queries], pool, pool_mask)
     i2t = group_ranks(scores.numpy(), protocol.image_query_groups, protocol.text_pool_groups)
     return t2i, i2t
-
-
-def query_sample(n_texts: int, queries: int, seed: int = SAMPLE_SEED) -> np.ndarray:
-    """Sorted indices of a seeded sample of ``queries`` of ``n_texts`` text queries (0 = all)."""
-    if queries <= 0 or queries >= n_texts:
-        return np.arange(n_texts)
-    return np.sort(np.random.default_rng(seed).choice(n_texts, queries, replace=False))
 
 
 def fresh_workdir(path: str | Path) -> Path:
@@ -262,8 +257,7 @@ def bank_norm_recalls(
     bank_scores = text_image_scores(model, regions, mask, bank, everything, progress).T  # [N_rows, bank]
     normalisers = {beta: bank_normaliser(bank_scores, beta) for beta in betas}
     bank_seconds = time.perf_counter() - t
-    concept_ids = {concept: i for i, concept in enumerate(sorted({r["concept"] for r in rows}))}
-    row_concepts = np.asarray([concept_ids[r["concept"]] for r in rows], dtype=np.int64)  # as concept_queries numbers them
+    row_concepts = concept_numbers(rows)[1]  # the groups concept_queries gives its texts
     checks: dict[str, tuple[np.ndarray, list[str], np.ndarray, np.ndarray, list[str] | None]] = {
         name: (p.gallery, p.texts, p.text_groups, p.gallery_groups, p.text_kinds) for name, p in protocols.items()
     }
