@@ -13,11 +13,15 @@ use a seeded sample of at most --rerank-queries text queries per protocol; the e
 the same sample is given beside them. The work is teran_es/generalisation_eval.py (also behind
 `teran-es evaluate --generalisation`, for one model). Writes benchmarks/results/generalisation.json.
 
-``--bank-norm 3,5,10`` adds, for each model, text -> image recall with the gallery's images
-normalised by a bank of ``--bank-size`` training captions at each strength (query_bank.py;
-exact scan only, the search pipeline does not apply it), beside the plain scan and with two
-checks against the whole collection: the val concepts (where a strength is chosen) and a
-sample of trained concepts (what it costs them).
+A model that carries a query bank (``query_bank.json`` in its checkpoint, ``teran-es
+query-bank``) is measured as search runs it: its text -> image scores, exact and through the
+pipeline, are less each drawing's bank normaliser. ``--no-bank-norm`` measures every model
+by its plain scores.
+
+``--bank-norm 3,5,10`` adds, for each model, text -> image recall by the exact scan with the
+gallery's images normalised by a bank of ``--bank-size`` training captions at each strength
+(query_bank.py), beside the plain scan and with two checks against the whole collection: the
+val concepts (where a strength is chosen) and a sample of trained concepts (what it costs them).
 
     python benchmarks/bench_generalisation.py --old models/openmoji-minilm --new models/emoji-lite0-minilm \
         --rerank-queries 0 --bank-norm 2,3,5,7,10
@@ -40,7 +44,12 @@ from teran_es.collections.emoji_multi import build_emoji_collection, read_rows  
 from teran_es.config import default_cache_dir  # noqa: E402
 from teran_es.evaluation import encode_image_set  # noqa: E402
 from teran_es.generalisation import build_protocols  # noqa: E402
-from teran_es.generalisation_eval import bank_norm_recalls, collection_image_set, evaluate_protocol  # noqa: E402
+from teran_es.generalisation_eval import (  # noqa: E402
+    bank_norm_recalls,
+    collection_image_set,
+    evaluate_protocol,
+    row_normalisers,
+)
 from teran_es.model.checkpoint import load_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bank-size", type=int, default=2000, help="training captions in the bank (0 = all)")
     parser.add_argument("--check-queries", type=int, default=1500,
                         help="captions of trained concepts in the 'seen' check of --bank-norm (0 = all)")
+    parser.add_argument("--no-bank-norm", action="store_true",
+                        help="measure every model by its plain scores, even one that carries a query bank")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -103,12 +114,20 @@ def main(argv: list[str] | None = None) -> None:
                               "frontend": model.config.frontend, "encode_seconds": round(time.perf_counter() - t, 1)}
         config.index.backend = "embedded"
         config.ingest.device = config.search.device = "cpu"
+        config.search.bank_norm = not args.no_bank_norm
+        bank = None if args.no_bank_norm else model.query_bank
+        normaliser = row_normalisers(model, regions, mask) if bank is not None else None
+        model_result["query_bank"] = None if bank is None else {
+            "texts": len(bank.texts), "beta": bank.beta, "source": bank.source, "fingerprint": bank.fingerprint}
+        if bank is not None:
+            print(f"{label:3} ranks text -> image less its query bank's normalisers ({len(bank.texts)} texts, "
+                  f"beta {bank.beta:g})", flush=True)
         for name, protocol in protocols.items():
             entry = evaluate_protocol(
                 model, config, image_set, regions, mask, protocol,
                 candidates=candidates if args.rerank_queries else (), queries=args.rerank_queries,
                 workdir=default_cache_dir() / "bench" / f"generalisation-{meta['fingerprint'][:12]}-{name}",
-                index_name=f"generalisation-{label}-{name}", progress=progress,
+                index_name=f"generalisation-{label}-{name}", normaliser=normaliser, progress=progress,
             )
             model_result[name] = entry
             row = f"{label:3} {name:8} exact t2i " + " ".join(f"{k} {v:5.1f}" for k, v in entry["exact"]["t2i"].items())

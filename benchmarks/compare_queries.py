@@ -7,8 +7,9 @@ by side: each query's top K and the rank of the image it should find.
 ``--demo``: the demo's four queries over the 4,081 OpenMoji drawings it ingests (the expected
 drawing of "food" is left open: any food is right). ``--photos``: queries over twenty of
 scikit-image's sample photos (needs scikit-image). ``--folder DIR --query "TEXT=IMAGE_ID"``:
-your own. A frozen pretrained front end's regions come from the region cache. Writes
-benchmarks/results/compare-queries-<set>.json.
+your own. A frozen pretrained front end's regions come from the region cache. A model that
+carries a query bank is ranked as search ranks it (less each image's bank normaliser), with
+its plain ranking beside. Writes benchmarks/results/compare-queries-<set>.json.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, machine_info, repo_relative, write_results  # noqa: E402
 
+from teran_es.bank_normalisers import encode_bank, image_normalisers  # noqa: E402
 from teran_es.evaluation import encode_captions, encode_image_set  # noqa: E402
 from teran_es.features.pixels import ImageFile, iter_folder_images  # noqa: E402
 from teran_es.model.alignment import chunked_scores  # noqa: E402
@@ -55,20 +57,33 @@ def photo_images() -> list[ImageFile]:
     return [ImageFile(name, str(root / name), [name]) for name in PHOTOS]
 
 
+def _ranks(ids: list[str], scores: torch.Tensor, queries: dict[str, str], k: int) -> dict:
+    out = {}
+    for j, (query, expected) in enumerate(queries.items()):
+        order = [ids[i] for i in scores[:, j].argsort(descending=True, stable=True).tolist()]
+        out[query] = {"top": order[:k], "expected": expected or None,
+                      "rank": order.index(expected) + 1 if expected in order else None}
+    return out
+
+
 def ranked(checkpoint: str, images: list[ImageFile], queries: dict[str, str], k: int) -> dict:
-    """{query: {"top": [ids], "expected": id, "rank": 1-based rank of it or None}} for one checkpoint."""
+    """{"queries": {query: {"top": [ids], "expected": id, "rank": 1-based rank of it or None}}}
+    for one checkpoint, ranked as search ranks them: less each image's query-bank normaliser
+    when the model carries a bank, with the plain ranking beside it ("queries_plain")."""
     model, _, meta = load_checkpoint(checkpoint)
     image_set = model_image_set(model, images, name="queries")
     ids = list(image_set.image_ids)
     regions, mask = encode_image_set(model, image_set)
     words, word_mask = encode_captions(model, list(queries))
     scores = chunked_scores(regions, mask, words, word_mask, kind=model.config.score, padding=model.config.padding)
-    out = {}
-    for j, (query, expected) in enumerate(queries.items()):
-        order = [ids[i] for i in scores[:, j].argsort(descending=True).tolist()]
-        out[query] = {"top": order[:k], "expected": expected or None,
-                      "rank": order.index(expected) + 1 if expected in order else None}
-    return {"fingerprint": meta["fingerprint"], "queries": out}
+    if model.query_bank is None:
+        return {"fingerprint": meta["fingerprint"], "query_bank": None, "queries": _ranks(ids, scores, queries, k)}
+    bank_words, bank_mask = encode_bank(model, model.query_bank)
+    normaliser = image_normalisers(model, bank_words, bank_mask, regions, mask, model.query_bank.beta)
+    normalised = scores - torch.from_numpy(normaliser).float()[:, None]
+    return {"fingerprint": meta["fingerprint"],
+            "query_bank": {"texts": len(model.query_bank.texts), "beta": model.query_bank.beta},
+            "queries": _ranks(ids, normalised, queries, k), "queries_plain": _ranks(ids, scores, queries, k)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,8 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     for checkpoint in args.checkpoints:
         results[repo_relative(checkpoint)] = ranked(checkpoint, images, queries, args.k)
         print(repo_relative(checkpoint))
-        for query, entry in results[repo_relative(checkpoint)]["queries"].items():
-            print(f"  {query!r}: rank of {entry['expected']} = {entry['rank']}; top {args.k}: {', '.join(entry['top'])}")
+        result = results[repo_relative(checkpoint)]
+        for key, label in (("queries", "" if result["query_bank"] is None else "with its query bank"),
+                           ("queries_plain", "plain scores")):
+            if key not in result:
+                continue
+            if label:
+                print(f"  {label}:")
+            for query, entry in result[key].items():
+                print(f"  {query!r}: rank of {entry['expected']} = {entry['rank']}; top {args.k}: {', '.join(entry['top'])}")
     payload = {"benchmark": f"compare-queries-{name}", "images": len(images), "k": args.k, "models": results,
                "machine": machine_info(threads=args.threads), "seconds": round(time.perf_counter() - started, 1)}
     out = Path(args.out) if args.out else RESULTS_DIR / f"compare-queries-{name}.json"

@@ -12,6 +12,7 @@ that hold credentials, never the credentials themselves.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -126,6 +127,11 @@ class TrainConfig:
     # (see model/checkpoint.py); best/ may be written in fp16, last/ stays fp32 to resume exactly.
     save_frozen_backbone: bool = True
     best_dtype: str = "fp32"  # fp32 | fp16
+    # The query bank the checkpoints carry (model/bank.py; search subtracts each image's soft
+    # maximum over it): a seeded sample of query_bank_size distinct captions of the train split
+    # (0 = all of them), at strength query_bank_beta; 0 = no bank.
+    query_bank_beta: float = 0.0
+    query_bank_size: int = 2000
 
 
 @dataclass
@@ -236,6 +242,9 @@ class SearchConfig:
     candidates: int = 1000
     device: str = "auto"  # where queries are encoded and reranked: auto | cpu | cuda | cuda:N (see device.py)
     batch_size: int = 256  # candidates scored per rerank batch
+    # subtract each image's query-bank normaliser in the rerank when the model carries a bank
+    # (query_bank.json in its checkpoint; docs/generalisation.md); false ranks by the plain score
+    bank_norm: bool = True
 
 
 @dataclass
@@ -364,6 +373,11 @@ def validate_config(config: PipelineConfig) -> PipelineConfig:
             f"train.lr_frontend_scale must be positive, got {config.train.lr_frontend_scale} "
             "(to keep the front end frozen, set model.frontend_trainable_blocks = 0)"
         )
+    if not (config.train.query_bank_beta >= 0 and math.isfinite(config.train.query_bank_beta)):
+        raise ConfigError(f"train.query_bank_beta must be >= 0 (0 = no query bank), got {config.train.query_bank_beta}")
+    if config.train.query_bank_size < 0:
+        raise ConfigError(f"train.query_bank_size must be >= 0 (0 = every training caption), got "
+                          f"{config.train.query_bank_size}")
     check_expected_metrics(config.expected_metrics)
     check_reproduce(config.reproduce)
     return config

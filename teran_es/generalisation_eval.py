@@ -5,6 +5,7 @@ Used by ``teran-es evaluate --generalisation`` and ``benchmarks/bench_generalisa
 
 - :func:`collection_image_set`: every drawing as the model takes it (cached regions of a
   frozen pretrained front end, else pixels), in the collection's row order;
+- :func:`row_normalisers`: every row's query-bank normaliser, when the model carries a bank;
 - :func:`exact_ranks`: exact-scan ranks of one protocol in both directions;
 - :func:`pipeline_recalls`: the protocol's gallery ingested into a fresh index in a work
   directory of its own, a sample of its text queries searched (recall + rerank) per
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from teran_es.bank_normalisers import encode_bank, image_normalisers
 from teran_es.config import PipelineConfig
 from teran_es.errors import TeranError
 from teran_es.evaluation import encode_captions
@@ -46,6 +48,7 @@ from teran_es.generalisation import (
 )
 from teran_es.indexer import Ingestor
 from teran_es.model.alignment import chunked_scores
+from teran_es.normaliser_file import NORMALISER_FILE
 from teran_es.query_bank import bank_normaliser, normalised_scores
 from teran_es.region_cache import model_image_set
 from teran_es.search_evaluation import evaluate_index_name
@@ -57,7 +60,8 @@ SAMPLE_SEED = 0
 # thousands of texts, and the figures should not depend on a speed setting.
 CAPTION_BATCH = 256
 # what a pipeline work directory holds (workdir.py): a directory of nothing else may be wiped
-WORKDIR_ENTRIES = frozenset({"config.toml", "quantizer.npz", "store", "index", "skipped.jsonl", "dead-letter.jsonl"})
+WORKDIR_ENTRIES = frozenset({"config.toml", "quantizer.npz", "store", "index", "skipped.jsonl", "dead-letter.jsonl",
+                             NORMALISER_FILE})
 
 
 class GeneralisationError(TeranError, ValueError):
@@ -83,12 +87,23 @@ def _scores(model, regions: torch.Tensor, mask: torch.Tensor, words: torch.Tenso
                           device=model.device)
 
 
+def row_normalisers(model, regions: torch.Tensor, mask: torch.Tensor) -> np.ndarray | None:
+    """Every row's query-bank normaliser (regions [N_rows, R, D], mask [N_rows, R] -> float64
+    [N_rows]), as search computes it; None when the model carries no bank."""
+    bank = getattr(model, "query_bank", None)
+    if bank is None:
+        return None
+    words, word_mask = encode_bank(model, bank)
+    return image_normalisers(model, words, word_mask, regions, mask, bank.beta)
+
+
 def exact_ranks(
     model,
     regions: torch.Tensor,
     mask: torch.Tensor,
     protocol: Protocol,
     *,
+    normaliser: np.ndarray | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact-scan ranks of ``protocol`` in both directions.
@@ -96,11 +111,16 @@ def exact_ranks(
     regions [N_rows, R, D], mask [N_rows, R]: the encoded images of every row of the
     collection (the protocol's indices point into them) -> (t2i ranks [len(texts)] over the
     gallery, i2t ranks [len(image_queries)] over the text pool), 0-based ranks of the best
-    ranked relevant item (``generalisation.group_ranks``).
+    ranked relevant item (``generalisation.group_ranks``). ``normaliser`` [N_rows]: each
+    row's query-bank normaliser, subtracted from its text -> image scores (image -> text
+    rankings do not change with it).
     """
     words, word_mask = encode_captions(model, protocol.texts, batch_size=CAPTION_BATCH, progress=progress)
     scores = _scores(model, regions[protocol.gallery], mask[protocol.gallery], words, word_mask)  # [N, Q]
-    t2i = group_ranks(scores.T.numpy(), protocol.text_groups, protocol.gallery_groups)
+    t2i_scores = scores.T.numpy()
+    if normaliser is not None:
+        t2i_scores = normalised_scores(t2i_scores, normaliser[protocol.gallery])
+    t2i = group_ranks(t2i_scores, protocol.text_groups, protocol.gallery_groups)
     same_pool = protocol.text_pool is protocol.texts
     if not (same_pool and np.array_equal(protocol.image_queries, protocol.gallery)):  # else: the same matrix
         pool, pool_mask = (words, word_mask) if same_pool else encode_captions(
@@ -189,16 +209,19 @@ def evaluate_protocol(
     workdir: str | Path | None = None,
     index_name: str | None = None,
     batch_size: int = 128,
+    normaliser: np.ndarray | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """One protocol's results: ``{"gallery", "text_queries", "image_queries", "text_pool"
-    (sizes), "exact": {"t2i": {"r1", "r5", "r10"}, "i2t": {...}}}`` and, with ``candidates``,
+    (sizes), "exact": {"t2i": {"r1", "r5", "r10"}, "i2t": {...}}}`` (text -> image less
+    ``normaliser``, every row's query-bank normaliser, when given: ``row_normalisers``; the
+    pipeline rows follow ``config.search.bank_norm``) and, with ``candidates``,
     ``"exact_on_sample"`` (t2i R@K of the exact scan on the pipeline's sample) and
     ``"pipeline"`` (:func:`pipeline_recalls` on a seeded sample of ``queries`` text queries,
     0 = all, in ``workdir``)."""
     if not len(protocol.texts) or not len(protocol.image_queries):
         raise GeneralisationError(f"protocol {protocol.name!r} has no queries in this collection")
-    t2i, i2t = exact_ranks(model, regions, mask, protocol, progress=progress)
+    t2i, i2t = exact_ranks(model, regions, mask, protocol, normaliser=normaliser, progress=progress)
     entry: dict[str, Any] = {
         "gallery": len(protocol.gallery),
         "text_queries": len(protocol.texts),

@@ -13,7 +13,9 @@ Elasticsearch rejects go to a dead-letter file; ``retry.retry_failed``
 Order of writes per batch: feature store first, index second. An interrupted ingest is
 resumed by running it again: ids present in both are skipped, ids stored but not yet
 indexed are indexed from the store (no re-encoding), the rest is encoded. Document ids are
-the image ids, so re-running never duplicates anything.
+the image ids, so re-running never duplicates anything. When the model carries a query bank,
+the run ends by computing the query-bank normaliser of every stored image that lacks one
+(``update_normalisers``), from the stored regions.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from teran_es.bank_normalisers import BankNormalisers
 from teran_es.config import PipelineConfig, save_config
 from teran_es.device import resolve_device
 from teran_es.encoding import encode_image_records
@@ -38,6 +41,7 @@ from teran_es.features.records import ImageRecord, RecordError, validate_record
 from teran_es.index import Index, SurrogateDocument, open_index
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
+from teran_es.normaliser_file import NormaliserFileError, read_normalisers, write_normalisers
 from teran_es.store import FeatureStore
 from teran_es.store.wire import pack
 from teran_es.surrogate import FirstStageEncoder, fit_encoder
@@ -63,8 +67,10 @@ class IngestReport:
     quantizer_fitted: bool = False
     total_in_index: int = 0
     total_in_store: int = 0
+    normalised: int = 0  # images whose query-bank normaliser this run computed (a model with a bank)
     timings: dict[str, float] = field(
-        default_factory=lambda: {"read": 0.0, "encode": 0.0, "store": 0.0, "quantize": 0.0, "index": 0.0}
+        default_factory=lambda: {"read": 0.0, "encode": 0.0, "store": 0.0, "quantize": 0.0, "index": 0.0,
+                                 "normalise": 0.0}
     )
 
     def to_dict(self) -> dict:
@@ -329,6 +335,9 @@ class Ingestor:
         if waiting:
             self.index_stored(waiting, report)
         self.store.flush()
+        t = time.perf_counter()
+        report.normalised = self.update_normalisers()
+        report.timings["normalise"] += time.perf_counter() - t
         if self.quantizer is not None:
             index = self.writable_index()
             index.refresh()
@@ -336,6 +345,35 @@ class Ingestor:
         report.total_in_store = len(self.store)
         report.skipped_bad = self._bad_items
         return report
+
+    def update_normalisers(self) -> int:
+        """Bring ``<workdir>/bank_normalisers.parquet`` up to date with the store when the model
+        carries a query bank: compute the normalisers of stored images it lacks, drop those of
+        images no longer stored, and write it (atomically). A file of another model or bank, or
+        one that does not read, is recomputed. Returns how many normalisers were computed."""
+        bank = self.model.query_bank
+        path = self.paths.normalisers
+        if bank is None:
+            return 0
+        try:
+            saved = read_normalisers(path)
+        except NormaliserFileError as exc:
+            log.warning("recomputing the bank normalisers: %s", exc)
+            saved = None
+        known = saved.values if saved is not None and saved.matches(self.model_fingerprint, bank.fingerprint) else {}
+        if saved is not None and not known:
+            log.info("recomputing the bank normalisers of %s: they were made for another model or bank", path)
+        normalisers = BankNormalisers(self.model, bank, known)
+        stored = self.store.ids()
+        todo = len(normalisers.missing(stored))
+        if todo:
+            log.info("computing the query-bank normalisers of %d images (%d bank texts)", todo, len(bank.texts))
+        computed = normalisers.ensure(stored, self.store, batch_size=self.config.search.batch_size)
+        live = set(stored)
+        values = {i: v for i, v in normalisers.values.items() if i in live}
+        if computed or saved is None or values != (saved.values if saved else None):
+            write_normalisers(path, self.model_fingerprint, bank.fingerprint, values)
+        return computed
 
     def _probe_ids(self, ids: list[str]) -> list[str]:
         """Document ids that prove an image is indexed (its first region for pooling="region")."""

@@ -4,13 +4,15 @@ The same function scores the whole collection when no candidates are given, so t
 brute-force exact scan is a mode of the reranker, not a second implementation. Batches
 are always formed in store order with the same batch size, which makes a rerank over all
 ids compute exactly the numbers the scan computes (bit for bit): the fidelity tests rely
-on that. ``rerank_exact_many`` serves several queries, each over its own candidates: it reads
-the union of their candidates once and runs ``rerank_exact`` per query over it.
+on that. ``offsets`` (an image's query-bank normaliser, ``bank_normalisers.py``) are
+subtracted from every score of that image. ``rerank_exact_many`` serves several queries, each
+over its own candidates: it reads the union of their candidates once and runs
+``rerank_exact`` per query over it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,12 +57,14 @@ def rerank_exact(
     padding: str = "masked",
     device: str | torch.device | None = "auto",
     batch_size: int = 256,
+    offsets: Mapping[str, float] | None = None,
 ) -> list[list[ScoredImage]]:
     """Top-``k`` images per query by the exact alignment score.
 
     words: float [Q, W, D] word vectors of Q queries (L2-normalised); word_mask: bool [Q, W].
     candidate_ids: the images to score (duplicates ignored), or None for the whole store.
-    Returns Q lists of ``ScoredImage``, best first, ties broken by id.
+    offsets: a number per image id, subtracted from its scores (float32) before ranking; every
+    scored id must have one. Returns Q lists of ``ScoredImage``, best first, ties broken by id.
     """
     dev = resolve_device(device)
     ids = list(dict.fromkeys(candidate_ids)) if candidate_ids is not None else store.ids()
@@ -73,6 +77,8 @@ def rerank_exact(
         regions, region_mask = store.get_many(batch, device=dev)
         scores = pairwise_scores(regions, region_mask, words, word_mask, kind=kind, padding=padding)  # [B, Q]
         scores = scores.float().cpu()
+        if offsets is not None:
+            scores = scores - torch.tensor([offsets[i] for i in batch], dtype=torch.float32)[:, None]
         for q in range(n_queries):
             merged_scores = torch.cat([best_scores[q], scores[:, q]])
             merged_ids = best_ids[q] + batch
@@ -95,6 +101,7 @@ def rerank_exact_many(
     padding: str = "masked",
     device: str | torch.device | None = "auto",
     batch_size: int = 256,
+    offsets: Mapping[str, float] | None = None,
 ) -> list[list[ScoredImage]]:
     """Top-``k`` images of each query among that query's own candidates, by the exact score.
 
@@ -102,7 +109,8 @@ def rerank_exact_many(
     candidate_ids: Q sequences of ids, one per query (duplicates ignored; lists may overlap and
     may be empty). Returns Q lists of ``ScoredImage``, best first, ties broken by id: for every
     q the same as ``rerank_exact(words[q:q+1], word_mask[q:q+1], store, candidate_ids[q], k)[0]``
-    with the same settings. The union of the candidates is read from the store once.
+    with the same settings (``offsets`` included). The union of the candidates is read from the
+    store once.
     """
     if len(candidate_ids) != words.shape[0]:
         raise ValueError(f"{words.shape[0]} queries but {len(candidate_ids)} candidate lists")
@@ -120,6 +128,7 @@ def rerank_exact_many(
             padding=padding,
             device=dev,
             batch_size=batch_size,
+            offsets=offsets,
         )[0]
         for q in range(words.shape[0])
     ]

@@ -1,5 +1,8 @@
 """Search: text -> word embeddings -> query terms -> candidates -> exact rerank -> hits.
 
+When the model carries a query bank (``model/bank.py``) and ``search.bank_norm`` is on, the
+rerank ranks by the alignment score less each image's bank normaliser, and hits carry that.
+
 The searcher does not care which backend it gets: anything with the ``Index`` protocol.
 """
 
@@ -11,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from teran_es.bank_normalisers import BankNormalisers
 from teran_es.config import PipelineConfig
 from teran_es.device import resolve_device
 from teran_es.errors import ConfigError, TeranError
@@ -18,6 +22,7 @@ from teran_es.index import Index, IndexHit, IndexMismatchError, open_index
 from teran_es.index.base import Query
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
+from teran_es.normaliser_file import NormaliserFileError, read_normalisers
 from teran_es.rerank import RegionSource, rerank_exact
 from teran_es.store import FeatureStore
 from teran_es.store.fetched import FetchedRegions
@@ -34,7 +39,8 @@ class QueryError(TeranError, ValueError):
 
 @dataclass(frozen=True)
 class Hit:
-    """One result: the image id, its exact alignment score, and what to show."""
+    """One result: the image id, its exact alignment score (less its query-bank normaliser when
+    the search applies one), and what to show."""
 
     id: str
     score: float
@@ -49,6 +55,8 @@ class SearchResult:
     candidates: int  # images reranked
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     message: str = ""  # why there are no hits, when there are none
+    # True when the scores are the alignment less each image's query-bank normaliser
+    bank_normalised: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +82,26 @@ class Searcher:
         self.device = device
         # store.location="elasticsearch": the rerank reads the codes fetched with the candidates
         self.codes_dtype = rerank_codes_dtype(config)
+        self.normalisers = self._open_normalisers()
+
+    def _open_normalisers(self) -> BankNormalisers | None:
+        """The images' query-bank normalisers when the model carries a bank and ``search.bank_norm``
+        is on: those ingest stored, when they were made for this model and bank; any missing
+        are computed when a query first needs them."""
+        bank = getattr(self.model, "query_bank", None)
+        if bank is None or not self.config.search.bank_norm:
+            return None
+        path = Artifacts(self.config).normalisers
+        try:
+            saved = read_normalisers(path)
+        except NormaliserFileError as exc:
+            log.warning("%s; the normalisers will be computed as queries need them", exc)
+            saved = None
+        if saved is not None and not saved.matches(model_fingerprint(self.model), bank.fingerprint):
+            log.warning("%s was made for another model or query bank: run `teran-es ingest` again to "
+                        "recompute it; meanwhile they are computed as queries need them", path)
+            saved = None
+        return BankNormalisers(self.model, bank, saved.values if saved is not None else None)
 
     @classmethod
     def open(cls, config: PipelineConfig, model: TERAN | None = None, device: str | None = None) -> Searcher:
@@ -190,6 +218,17 @@ class Searcher:
                         "search with --exact, or probe more cells (--set quantizer.nprobe=...)"
                     ),
                 )
+        offsets = None
+        if self.normalisers is not None:
+            t = time.perf_counter()
+            computed = self.normalisers.ensure(
+                self.store.ids() if candidate_ids is None else candidate_ids, regions, self.config.search.batch_size
+            )
+            if computed:
+                timings["normalise"] = time.perf_counter() - t
+                log.info("computed the query-bank normalisers of %d images not in %s", computed,
+                         Artifacts(self.config).normalisers)
+            offsets = self.normalisers.values
         t = time.perf_counter()
         scored = rerank_exact(
             words,
@@ -201,12 +240,14 @@ class Searcher:
             padding=self.model.config.padding,
             device=self.device,
             batch_size=self.config.search.batch_size,
+            offsets=offsets,
         )[0]
         timings["rerank"] = time.perf_counter() - t
         t = time.perf_counter()
         hits = self._hits([(s.id, s.score) for s in scored])
         timings["fetch"] = time.perf_counter() - t
-        return SearchResult(query=text, hits=hits, candidates=reranked, timings=timings)
+        return SearchResult(query=text, hits=hits, candidates=reranked, timings=timings,
+                            bank_normalised=offsets is not None)
 
     def _hits(self, scored: list[tuple[str, float]]) -> list[Hit]:
         """Hits with what they show, read from the index in one lookup."""

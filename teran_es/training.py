@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from teran_es.bank_builder import bank_from_rows
 from teran_es.collections.defaults import with_default_collection
 from teran_es.config import DataConfig, PipelineConfig, check_positive_groups, save_config
 from teran_es.device import resolve_device
@@ -51,6 +52,7 @@ from teran_es.errors import TeranError
 from teran_es.evaluation import evaluate_model
 from teran_es.features import open_image_set
 from teran_es.features.image_table import read_image_groups
+from teran_es.model.bank import QueryBank
 from teran_es.model.checkpoint import load_checkpoint, save_checkpoint
 from teran_es.model.loss import build_loss
 from teran_es.model.pretrained_frontend import PRETRAINED_FRONTENDS
@@ -194,9 +196,21 @@ class TrainingRun:
             if restart and self.metrics_path.exists():
                 self.metrics_path.unlink()
             self.model = TERAN(self.config.model).to(self.device)
+        self.model.query_bank = self._query_bank()
         self.model.train()
         save_config(self.config, self.out / CONFIG_FILE)
         return state
+
+    def _query_bank(self) -> QueryBank | None:
+        """The bank the run's checkpoints carry (``train.query_bank_beta`` > 0): a seeded sample of
+        ``train.query_bank_size`` distinct captions of the training images (0 = all)."""
+        cfg = self.cfg
+        if cfg.query_bank_beta <= 0:
+            return None
+        rows = [{"split": "train", "captions": list(captions)} for captions in self.train_set.captions]
+        source = (f"{cfg.query_bank_size or 'all'} distinct captions of the {self.config.data.train_split} split "
+                  f"of {Path(with_default_collection(self.config.data).path).name or 'the training data'}, seed 0")
+        return bank_from_rows(rows, cfg.query_bank_beta, cfg.query_bank_size, seed=0, source=source)
 
     def _cache_regions(self) -> None:
         """With a pretrained front end, train and validate on what its frozen part computes,

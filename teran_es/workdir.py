@@ -6,6 +6,8 @@
     <workdir>/store/            region embeddings for the exact rerank
     <workdir>/index/            the embedded index (or the Elasticsearch index named in the config)
     <workdir>/skipped.jsonl     items that could not be ingested, with the reason
+    <workdir>/bank_normalisers.parquet  each stored image's query-bank normaliser, when the
+                                model carries a bank (normaliser_file.py)
     <workdir>/dead-letter.jsonl documents Elasticsearch rejected (the embedded index keeps its
                                 own in <index>/)
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from teran_es.config import PipelineConfig
 from teran_es.errors import ConfigError, TeranError
+from teran_es.normaliser_file import NORMALISER_FILE
 from teran_es.surrogate import FirstStageEncoder, cell_encoder, encoder, load_encoder
 
 QUANTIZER_FILE = "quantizer.npz"
@@ -45,6 +48,7 @@ class Artifacts:
         self.quantizer = self.root / QUANTIZER_FILE
         self.store = self.root / "store"
         self.skipped = self.root / SKIPPED_FILE
+        self.normalisers = self.root / NORMALISER_FILE
 
 
 STORE_LOCATIONS = ("local", "elasticsearch")

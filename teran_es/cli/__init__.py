@@ -22,6 +22,7 @@ VERBS: dict[str, str] = {
     "openmoji": "teran_es.cli.openmoji_cmd:openmoji",
     "serve": "teran_es.cli.serve_cmd:serve",
     "emoji": "teran_es.cli.emoji_cmd:emoji",
+    "query-bank": "teran_es.cli.query_bank_cmd:query_bank",
 }
 
 

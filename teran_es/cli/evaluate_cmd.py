@@ -86,6 +86,10 @@ from teran_es.index import BACKENDS
     help="With --generalisation and --candidates: a seeded sample of this many text queries per "
     "protocol goes through the pipeline (0 = all).",
 )
+@click.option("--bank-norm/--no-bank-norm", default=True, show_default=True,
+              help="Rank text -> image by the score less each image's query-bank normaliser when the model "
+                   "carries a bank, as search does (the exact scan of --generalisation and the search pipeline "
+                   "rows; the split's R@K are the plain scores).")
 @click.option("--no-progress", is_flag=True, help="No progress bars on stderr.")
 @json_option
 @click.pass_context
@@ -106,6 +110,7 @@ def evaluate(
     workdir: str | None,
     generalisation: str | None,
     queries: int,
+    bank_norm: bool,
     no_progress: bool,
     as_json: bool,
 ) -> None:
@@ -156,7 +161,7 @@ def evaluate(
             results = run_generalisation(
                 model, pipeline, meta, with_default_collection(data), names,
                 candidates=sorted(set(candidates)), queries=queries, workdir=workdir, device=device,
-                batch_size=batch_size, progress=not no_progress,
+                batch_size=batch_size, progress=not no_progress, bank_norm=bank_norm,
             )
             if as_json:
                 emit_json({"checkpoint": checkpoint, "fingerprint": meta.get("fingerprint"), **results})
@@ -183,6 +188,7 @@ def evaluate(
 
             pipeline.index.backend = backend
             pipeline.ingest.device = pipeline.search.device = device
+            pipeline.search.bank_norm = bank_norm
             name = f"{str(meta.get('fingerprint', 'model'))[:12]}-{split}-{backend}"
             searched = evaluate_search_pipeline(
                 model,

@@ -38,22 +38,26 @@ def run_generalisation(
     device: str,
     batch_size: int,
     progress: bool,
+    bank_norm: bool = True,
 ) -> dict[str, Any]:
-    """The result dict of ``--generalisation``: the collection, the settings and each protocol's entry."""
+    """The result dict of ``--generalisation``: the collection, the settings and each protocol's
+    entry. ``bank_norm``: apply the model's query bank, when it carries one, as search does."""
     from teran_es.collections.emoji_multi import read_rows
     from teran_es.config import default_cache_dir
     from teran_es.evaluation import encode_image_set
     from teran_es.generalisation import build_protocols
-    from teran_es.generalisation_eval import collection_image_set, evaluate_protocol
+    from teran_es.generalisation_eval import collection_image_set, evaluate_protocol, row_normalisers
 
     rows = read_rows(data.path)
     protocols = build_protocols(rows)
     image_set = collection_image_set(model, rows, data.path, progress=progress)
     regions, mask = encode_image_set(model, image_set, batch_size=batch_size, progress=progress)
+    bank = model.query_bank if bank_norm else None
+    normaliser = row_normalisers(model, regions, mask) if bank is not None else None
     config = dataclasses.replace(
         pipeline,
         ingest=dataclasses.replace(pipeline.ingest, device=device),
-        search=dataclasses.replace(pipeline.search, device=device),
+        search=dataclasses.replace(pipeline.search, device=device, bank_norm=bank_norm),
         index=dataclasses.replace(pipeline.index, backend="embedded"),
     )
     root = Path(workdir) if workdir else default_cache_dir() / "evaluate" / f"{str(meta.get('fingerprint', 'model'))[:12]}-generalisation"
@@ -64,11 +68,14 @@ def run_generalisation(
                        err=True)
         results[name] = evaluate_protocol(
             model, config, image_set, regions, mask, protocols[name], candidates=candidates, queries=queries,
-            workdir=root / name, batch_size=batch_size, progress=progress,
+            workdir=root / name, batch_size=batch_size, normaliser=normaliser, progress=progress,
         )
     return {
         "collection": data.path,
         "images": len(rows),
+        # text -> image ranks less each image's query-bank normaliser (docs/generalisation.md)
+        "query_bank": None if bank is None else {"texts": len(bank.texts), "beta": bank.beta,
+                                                 "source": bank.source, "fingerprint": bank.fingerprint},
         "candidates": candidates,
         "queries": queries,
         "workdir": str(root) if candidates else None,
@@ -103,6 +110,10 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, int, int, d
 def echo_table(checkpoint: str, results: dict[str, Any]) -> None:
     """The human output of ``--generalisation``: one line per row of :func:`table_rows`."""
     click.echo(f"{checkpoint} on {results['collection']} ({results['images']} drawings): generalisation")
+    bank = results.get("query_bank")
+    if bank:
+        click.echo(f"text -> image scores less each drawing's query-bank normaliser ({bank['texts']} texts, "
+                   f"beta {bank['beta']:g}; --no-bank-norm for the plain scores)")
     click.echo(f"{'protocol':9s} {'direction':13s} {'method':22s} {'queries':>7s} {'searched':>8s}"
                f" {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'ms p50':>7s}")
     labels = dict(DIRECTIONS)

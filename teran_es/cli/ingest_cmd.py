@@ -111,6 +111,9 @@ def ingest(source, pipeline_path, overrides, checkpoint, backend, split, batch_s
             f"{report.encoded} encoded, {report.indexed} indexed, {report.skipped_existing} already there, "
             f"{report.index_failed} failed; index holds {report.total_in_index} documents"
         )
+        if report.normalised:
+            click.echo(f"computed the query-bank normalisers of {report.normalised} images "
+                       f"({report.timings['normalise']:.1f} s); in {ingestor.paths.normalisers}")
         if report.skipped_bad:
             click.echo(f"{report.skipped_bad} bad items were skipped; reasons in {ingestor.paths.skipped}")
         if report.dead_letter_path:

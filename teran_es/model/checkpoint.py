@@ -11,6 +11,7 @@ A checkpoint is a directory:
 - ``text_backbone.json``: the backbone's transformers config (architecture, sizes), so the
   checkpoint loads without the directory the backbone came from;
 - ``tokenizer/``: the tokenizer files (absent when the model has no tokenizer);
+- ``query_bank.json``: the model's query bank (``model/bank.py``), when it has one;
 - ``meta.json``: format version, fingerprint, library versions, creation time, extras.
   Written last: a directory without it is not a complete checkpoint.
 
@@ -38,6 +39,7 @@ import transformers
 import teran_es
 from teran_es.config import ConfigError, ModelConfig, PipelineConfig, load_config, save_config
 from teran_es.errors import TeranError
+from teran_es.model.bank import BANK_FILE, read_query_bank, write_query_bank
 from teran_es.model.pretrained_frontend import (
     PretrainedRegions,
     frontend_package,
@@ -250,6 +252,10 @@ def save_checkpoint(
         state, str(tmp), metadata={"format": "pt", "teran_es_format": str(FORMAT_VERSION)}
     )
     tmp.replace(out / WEIGHTS_FILE)
+    if model.query_bank is not None:
+        write_query_bank(out, model.query_bank)
+    else:
+        (out / BANK_FILE).unlink(missing_ok=True)  # a stale bank of an earlier save would be loaded
 
     meta = {
         "format_version": FORMAT_VERSION,
@@ -370,6 +376,7 @@ def load_checkpoint(
     _check_state(model, state, weights)
     # fp16 files come back as fp32: load_state_dict copies into the model's own dtype
     model.load_state_dict(state)
+    model.query_bank = read_query_bank(root)
     return model.to(device).eval(), pipeline, meta
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from teran_es.config import ModelConfig
 from teran_es.errors import ConfigError
 from teran_es.model.alignment import PADDINGS, SCORE_KINDS, pairwise_scores
+from teran_es.model.bank import QueryBank
 from teran_es.model.efficientnet import EfficientNetLite
 from teran_es.model.grid_cnn import GridRegionEncoder
 from teran_es.model.pretrained_frontend import (
@@ -70,6 +71,9 @@ class TERAN(nn.Module):
             tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
         self.config = dataclasses.replace(config)
         self.tokenizer = tokenizer
+        # training captions whose soft maximum offsets each image at search (model/bank.py);
+        # not a weight: the checkpoint keeps it in a file of its own
+        self.query_bank: QueryBank | None = None
         self.visual = VisualEncoder(config)
         self.textual = TextEncoder(config, text_backbone)
         freeze_backbone(self.textual.backbone, config.text_trainable_layers)

@@ -143,6 +143,7 @@ def create_app(service: SearchService) -> FastAPI:
             ],
             timings=result.timings,
             message=result.message,
+            bank_normalised=result.bank_normalised,
         )
 
     @app.get("/api/images/{image_id}", response_model=models.ImageResponse)

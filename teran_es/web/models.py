@@ -37,6 +37,10 @@ class SearchResponse(BaseModel):
     hits: list[SearchHit]
     timings: dict[str, float] = Field(description="seconds per stage: encode, recall, rerank, fetch")
     message: str = ""
+    bank_normalised: bool = Field(
+        default=False,
+        description="scores are the alignment less each image's query-bank normaliser (a model with a bank)",
+    )
 
 
 class ImageResponse(BaseModel):

@@ -160,3 +160,44 @@ def test_rerank_codes_in_elasticsearch_give_the_local_stores_hits(pipelines, es_
     # a new ingest into it keeps carrying codes
     more = run_ingest(remote, model, records)
     assert more.index_failed == 0
+
+
+def test_a_models_query_bank_ranks_alike_on_both_backends(pipelines):
+    """A model with a query bank: the normalisers ingest keeps in the work directory are
+    subtracted in the rerank whatever the backend, and wherever the rerank reads regions from
+    (the local store, or the codes Elasticsearch returns with the candidates, which also serve
+    to compute normalisers that the work directory lacks)."""
+    import dataclasses
+
+    from teran_es.model.bank import QueryBank
+    from teran_es.rebuild import rebuild_index
+    from teran_es.workdir import Artifacts
+
+    configs, model, records = pipelines
+    model.query_bank = QueryBank(("a blue boat", "a white cat", "a red car", "there is a horse", "green grass"), 5.0)
+    for config in configs.values():
+        report = run_ingest(config, model, records)
+        assert report.normalised == len(records)
+    local = configs["elasticsearch"]
+    remote = dataclasses.replace(local, store=dataclasses.replace(local.store, location="elasticsearch"))
+    with Ingestor(remote, model=model) as ingestor:
+        assert rebuild_index(ingestor).switched
+    Artifacts(remote).normalisers.unlink()  # the remote searcher computes them from the fetched codes
+    plain = dataclasses.replace(local, search=dataclasses.replace(local.search, bank_norm=False))
+    searchers = {name: Searcher.open(c, model=model) for name, c in
+                 (("embedded", configs["embedded"]), ("local", local), ("remote", remote), ("plain", plain))}
+    try:
+        differ = 0
+        for text in QUERIES:
+            got = {name: s.search(text, k=10, candidates=len(records)) for name, s in searchers.items()}
+            exact = searchers["embedded"].search(text, k=10, exact=True)
+            assert all(got[n].bank_normalised for n in ("embedded", "local", "remote"))
+            for name in ("embedded", "local", "remote"):
+                assert [h.id for h in got[name].hits] == [h.id for h in exact.hits], name
+                assert [h.score for h in got[name].hits] == pytest.approx([h.score for h in exact.hits], abs=1e-5)
+            assert not got["plain"].bank_normalised
+            differ += [h.id for h in got["plain"].hits] != [h.id for h in exact.hits]
+        assert differ
+    finally:
+        for s in searchers.values():
+            s.close()

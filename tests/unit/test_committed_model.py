@@ -71,12 +71,20 @@ def test_the_pipeline_in_pipelines_gives_the_committed_model():
     import dataclasses
 
     from teran_es.config import load_config
+    from teran_es.model.bank import read_query_bank
 
     pipeline = load_config(REPO / "pipelines" / "emoji-lite0-tuned.toml")
     directory = REPO / "models" / demo.OPENMOJI_MODEL
     committed = load_config(directory / "config.toml")
     assert pipeline.model == committed.model and pipeline.data == committed.data
-    assert dataclasses.replace(committed.train, cpu_threads=pipeline.train.cpu_threads) == pipeline.train
+    # the committed model got its query bank after training, from `teran-es query-bank` with the
+    # defaults these two settings repeat: the bank it carries is checked below instead
+    bank_settings = {"query_bank_beta": pipeline.train.query_bank_beta, "query_bank_size": pipeline.train.query_bank_size}
+    assert dataclasses.replace(committed.train, cpu_threads=pipeline.train.cpu_threads, **bank_settings) == pipeline.train
+    bank = read_query_bank(directory)
+    assert bank is not None and bank.beta == pipeline.train.query_bank_beta == 5.0
+    assert len(bank.texts) == pipeline.train.query_bank_size == 2000
+    assert bank.source == "2000 distinct captions of the train split of emoji-multi, seed 0"
     assert committed.expected_metrics == pipeline.expected_metrics
     assert pipeline.model.frontend == "efficientnet-lite0" and pipeline.model.frontend_trainable_blocks == 4
     recorded = read_meta(directory)["extra"]["val"]["rsum"]

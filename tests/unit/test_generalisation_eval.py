@@ -196,3 +196,31 @@ def test_bank_normalisation_needs_positive_strengths(tiny_emoji, encoded, betas)
     model, _, _, regions, mask = encoded
     with pytest.raises(GeneralisationError, match="strengths > 0"):
         bank_norm_recalls(model, regions, mask, tiny_emoji["rows"], build_protocols(tiny_emoji["rows"]), betas)
+
+
+def test_a_models_query_bank_shifts_text_to_image_ranks_only(tiny_emoji, tmp_path):
+    from teran_es.bank_normalisers import encode_bank, image_normalisers
+    from teran_es.generalisation_eval import row_normalisers
+    from teran_es.model.bank import QueryBank
+
+    model, config, _ = load_checkpoint(tiny_emoji["checkpoint"])
+    image_set = collection_image_set(model, tiny_emoji["rows"], tiny_emoji["collection"])
+    regions, mask = encode_image_set(model, image_set)
+    assert row_normalisers(model, regions, mask) is None
+    model.query_bank = QueryBank(tuple(bank_texts(tiny_emoji["rows"])), 5.0)
+    normaliser = row_normalisers(model, regions, mask)
+    words, word_mask = encode_bank(model, model.query_bank)
+    np.testing.assert_array_equal(normaliser, image_normalisers(model, words, word_mask, regions, mask, 5.0))
+    rows = tiny_emoji["rows"]
+    paths = [str(Path(tiny_emoji["collection"]) / r["path"]) for r in rows]
+    concept_of_caption = {c: r["concept"] for r in rows for c in r["captions"]}
+    protocol = build_protocols(rows)["unseen"]
+    scores = pair_scores(model, paths, protocol.texts).T - normaliser[None, :]  # the gallery is every row
+    hits = np.array([[r["concept"] == concept_of_caption[t] for r in rows] for t in protocol.texts])
+    t2i, i2t = exact_ranks(model, regions, mask, protocol, normaliser=normaliser)
+    plain_t2i, plain_i2t = exact_ranks(model, regions, mask, protocol)
+    assert t2i.tolist() == brute_ranks(scores, hits)
+    assert t2i.tolist() != plain_t2i.tolist()  # the bank moves these ranks, so the check above tells
+    assert i2t.tolist() == plain_i2t.tolist()
+    entry = evaluate_protocol(model, config, image_set, regions, mask, protocol, normaliser=normaliser)
+    assert entry["exact"]["t2i"] == recalls(t2i)

@@ -153,3 +153,30 @@ def test_unknown_candidates_raise_key_error(collection, queries):
         rerank_exact(words, mask, store, ["img01", "nope"], 5, device="cpu")
     with pytest.raises(KeyError):
         rerank_exact_many(words, mask, store, [["img01", "nope"]], 5, device="cpu")
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 256])
+def test_offsets_are_subtracted_before_ranking(collection, queries, batch_size):
+    store, regions = collection
+    rng = np.random.default_rng(5)
+    # offsets as large as the scores' spread, so that they reorder the ranking
+    offsets = {i: float(rng.uniform(-2, 2)) for i in regions}
+    words, mask = query_tensors(queries)
+    got = rerank_exact(words, mask, store, None, 8, device="cpu", batch_size=batch_size, offsets=offsets)
+    plain = rerank_exact(words, mask, store, None, 8, device="cpu", batch_size=batch_size)
+    for q, query in enumerate(queries):
+        scored = {i: s - offsets[i] for i, s in brute_force(regions, query, list(regions), len(regions))}
+        expected = sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:8]
+        assert_matches(got[q], expected)
+    assert [[s.id for s in r] for r in got] != [[s.id for s in r] for r in plain]
+    many = rerank_exact_many(words, mask, store, [list(regions)] * len(queries), 8, device="cpu",
+                             batch_size=batch_size, offsets=offsets)
+    assert many == got
+
+
+def test_a_candidate_without_an_offset_is_an_error(collection, queries):
+    store, regions = collection
+    words, mask = query_tensors(queries)
+    offsets = {i: 0.0 for i in regions if i != "img05"}
+    with pytest.raises(KeyError):
+        rerank_exact(words, mask, store, ["img05", "img06"], 2, device="cpu", offsets=offsets)

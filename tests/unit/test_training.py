@@ -177,3 +177,37 @@ def test_bad_data_is_reported(tiny_pipeline, tmp_path):
     config.data.path = str(tmp_path / "missing.parquet")
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
         train(config, progress=False)
+
+
+def test_the_checkpoints_carry_the_configured_query_bank(tiny_pipeline, synthetic_dataset, tmp_path):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from teran_es.model.bank import read_query_bank
+    from teran_es.model.checkpoint import load_checkpoint
+
+    table = pq.read_table(synthetic_dataset.data_path)
+    train_captions = {c for caps in table.filter(pc.equal(table.column("split"), "train")).column("captions").to_pylist()
+                      for c in caps}
+    run = tmp_path / "run"
+    config = tiny_pipeline("train.query_bank_beta=3.5", "train.query_bank_size=7", output_dir=run)
+    train(config, progress=False)
+    for which in ("best", "last"):
+        bank = read_query_bank(run / which)
+        assert bank is not None and bank.beta == 3.5 and len(bank.texts) == 7
+        assert set(bank.texts) <= train_captions
+    assert load_checkpoint(run / "best")[0].query_bank == bank
+    everything = tmp_path / "all"
+    train(tiny_pipeline("train.query_bank_beta=1", "train.query_bank_size=0", output_dir=everything), progress=False)
+    assert set(read_query_bank(everything / "best").texts) == train_captions
+    plain = tmp_path / "plain"
+    train(tiny_pipeline(output_dir=plain), progress=False)
+    assert read_query_bank(plain / "best") is None
+
+
+@pytest.mark.parametrize("setting", ["train.query_bank_beta=-1", "train.query_bank_beta=nan", "train.query_bank_size=-5"])
+def test_a_bad_query_bank_setting_is_refused_when_the_pipeline_loads(tiny_pipeline, setting):
+    from teran_es.config import ConfigError
+
+    with pytest.raises(ConfigError, match="query_bank"):
+        tiny_pipeline(setting)

@@ -76,3 +76,32 @@ def test_usage_errors(tiny_emoji, tmp_path):
     assert "only with --generalisation" in result.output
     result = invoke("evaluate", checkpoint, "--generalisation", "all", "--data", str(tmp_path), "--no-progress", code=1)
     assert "teran-es emoji build" in result.output
+
+
+def test_a_checkpoints_query_bank_is_applied_unless_asked_not_to(tiny_emoji, tmp_path):
+    """`teran-es query-bank` on an emoji checkpoint takes its collection's training captions;
+    `evaluate --generalisation` then ranks text -> image less the normalisers, as search does,
+    and `--no-bank-norm` gives the plain figures."""
+    from teran_es.evaluation import encode_image_set
+    from teran_es.generalisation import bank_texts, build_protocols, recalls
+    from teran_es.generalisation_eval import collection_image_set, exact_ranks, row_normalisers
+    from teran_es.model.checkpoint import load_checkpoint
+
+    checkpoint = tmp_path / "with-bank"
+    shutil.copytree(tiny_emoji["checkpoint"], checkpoint)
+    attached = json.loads(invoke("query-bank", str(checkpoint), "--size", "0", "--json").stdout)
+    assert attached["texts"] == len(bank_texts(tiny_emoji["rows"])) and attached["beta"] == 5.0
+    common = ["--generalisation", "unseen", "--device", "cpu", "--threads", "1", "--no-progress", "--json"]
+    normalised = json.loads(invoke("evaluate", str(checkpoint), *common).stdout)
+    plain = json.loads(invoke("evaluate", str(checkpoint), *common, "--no-bank-norm").stdout)
+    assert normalised["query_bank"]["fingerprint"] == attached["fingerprint"] and plain["query_bank"] is None
+
+    model, _, _ = load_checkpoint(checkpoint)
+    image_set = collection_image_set(model, tiny_emoji["rows"], tiny_emoji["collection"])
+    regions, mask = encode_image_set(model, image_set)
+    protocol = build_protocols(tiny_emoji["rows"])["unseen"]
+    t2i, i2t = exact_ranks(model, regions, mask, protocol, normaliser=row_normalisers(model, regions, mask))
+    plain_t2i, _ = exact_ranks(model, regions, mask, protocol)
+    assert normalised["protocols"]["unseen"]["exact"] == {"t2i": recalls(t2i), "i2t": recalls(i2t)}
+    assert plain["protocols"]["unseen"]["exact"]["t2i"] == recalls(plain_t2i)
+    assert plain["protocols"]["unseen"]["exact"]["i2t"] == recalls(i2t)
