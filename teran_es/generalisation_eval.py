@@ -61,7 +61,7 @@ SAMPLE_SEED = 0
 CAPTION_BATCH = 256
 # what a pipeline work directory holds (workdir.py): a directory of nothing else may be wiped
 WORKDIR_ENTRIES = frozenset({"config.toml", "quantizer.npz", "store", "index", "skipped.jsonl", "dead-letter.jsonl",
-                             NORMALISER_FILE})
+                             NORMALISER_FILE, NORMALISER_FILE + ".tmp"})
 
 
 class GeneralisationError(TeranError, ValueError):

@@ -60,6 +60,9 @@ def demo(collection, queries, k, cache_dir, serve_after, host, port, as_json):
         if serve_after:
             serve_demo(result.workdir, host, port, say)
         return
+    if any(r.bank_normalised for r in result.results):
+        click.echo("\nscores: the exact alignment less each drawing's query-bank normaliser (its soft maximum "
+                   "over the model's bank of training captions; docs/generalisation.md)")
     for r in result.results:
         click.echo(f"\n{r.query!r}  ({r.candidates} candidates reranked, {sum(r.timings.values()) * 1000:.0f} ms)")
         for rank, hit in enumerate(r.hits, 1):
