@@ -14,11 +14,8 @@ from pathlib import Path
 
 from teran_es.errors import ConfigError
 from teran_es.generalisation import bank_texts
-from teran_es.model.bank import BANK_FILE, QueryBank, write_query_bank
+from teran_es.model.bank import BANK_FILE, DEFAULT_BANK_SIZE, QueryBank, write_query_bank
 from teran_es.model.checkpoint import CONFIG_FILE, read_meta
-
-DEFAULT_BANK_SIZE = 2000
-DEFAULT_BETA = 5.0
 
 
 def bank_from_rows(rows: list[dict], beta: float, size: int = DEFAULT_BANK_SIZE, seed: int = 0,

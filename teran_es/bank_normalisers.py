@@ -86,9 +86,9 @@ class BankNormalisers:
     def missing(self, ids: Sequence[str]) -> list[str]:
         return [i for i in dict.fromkeys(ids) if i not in self.values]
 
-    def ensure(self, ids: Sequence[str], source: RegionSource, batch_size: int = 256, progress=None) -> int:
+    def ensure(self, ids: Sequence[str], source: RegionSource, batch_size: int = 256) -> int:
         """Compute the normalisers of ``ids`` that ``values`` lacks, reading their regions from
-        ``source``; returns how many were computed. ``progress``: a tqdm-like bar, updated per batch."""
+        ``source``; returns how many were computed."""
         todo = self.missing(ids)
         if not todo:
             return 0
@@ -98,6 +98,4 @@ class BankNormalisers:
             regions, mask = source.get_many(batch, device="cpu")
             values = image_normalisers(self.model, words, word_mask, regions.float(), mask, self.bank.beta)
             self.values.update(zip(batch, values.tolist(), strict=True))
-            if progress is not None:
-                progress.update(len(batch))
         return len(todo)

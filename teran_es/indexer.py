@@ -360,18 +360,18 @@ class Ingestor:
         except NormaliserFileError as exc:
             log.warning("recomputing the bank normalisers: %s", exc)
             saved = None
-        known = saved.values if saved is not None and saved.matches(self.model_fingerprint, bank.fingerprint) else {}
-        if saved is not None and not known:
+        fresh = saved is not None and saved.matches(self.model_fingerprint, bank.fingerprint)
+        if saved is not None and not fresh:
             log.info("recomputing the bank normalisers of %s: they were made for another model or bank", path)
+        known = saved.values if fresh else {}
         normalisers = BankNormalisers(self.model, bank, known)
         stored = self.store.ids()
-        todo = len(normalisers.missing(stored))
-        if todo:
-            log.info("computing the query-bank normalisers of %d images (%d bank texts)", todo, len(bank.texts))
         computed = normalisers.ensure(stored, self.store, batch_size=self.config.search.batch_size)
+        if computed:
+            log.info("computed the query-bank normalisers of %d images (%d bank texts)", computed, len(bank.texts))
         live = set(stored)
         values = {i: v for i, v in normalisers.values.items() if i in live}
-        if computed or saved is None or values != (saved.values if saved else None):
+        if not fresh or values != known:
             write_normalisers(path, self.model_fingerprint, bank.fingerprint, values)
         return computed
 

@@ -97,7 +97,8 @@ class Searcher:
         except NormaliserFileError as exc:
             log.warning("%s; the normalisers will be computed as queries need them", exc)
             saved = None
-        if saved is not None and not saved.matches(model_fingerprint(self.model), bank.fingerprint):
+        # the store's fingerprint is the model's: Searcher.open refuses a store of another model
+        if saved is not None and not saved.matches(self.store.model_fingerprint, bank.fingerprint):
             log.warning("%s was made for another model or query bank: run `teran-es ingest` again to "
                         "recompute it; meanwhile they are computed as queries need them", path)
             saved = None

@@ -6,13 +6,14 @@ import click
 
 from teran_es.cli.common import emit_json, json_option
 from teran_es.errors import TeranError
+from teran_es.model.bank import DEFAULT_BANK_SIZE, DEFAULT_BETA
 
 
 @click.command("query-bank")
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
-@click.option("--beta", type=float, default=5.0, show_default=True,
+@click.option("--beta", type=float, default=DEFAULT_BETA, show_default=True,
               help="Strength of the normaliser: towards the bank's mean score as it nears 0, its maximum as it grows.")
-@click.option("--size", type=click.IntRange(min=0), default=2000, show_default=True,
+@click.option("--size", type=click.IntRange(min=0), default=DEFAULT_BANK_SIZE, show_default=True,
               help="How many distinct training captions (a seeded sample; 0 = all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
 @click.option("--data", "data_path", default=None,

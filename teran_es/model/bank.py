@@ -24,6 +24,9 @@ from teran_es.errors import TeranError
 
 BANK_FILE = "query_bank.json"
 BANK_FORMAT_VERSION = 1
+# `teran-es query-bank`'s defaults: the bank the committed model carries (docs/generalisation.md)
+DEFAULT_BANK_SIZE = 2000
+DEFAULT_BETA = 5.0
 
 
 class QueryBankError(TeranError, ValueError):
