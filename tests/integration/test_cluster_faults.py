@@ -85,16 +85,35 @@ def kill(node: NodeState) -> None:
         time.sleep(0.2)
 
 
+HEALTH_RANK = {"red": 0, "yellow": 1, "green": 2}
+
+
 def wait_for_health(cache, status: str, timeout: float = 180.0) -> float:
-    """Seconds until the cluster (asked of any live node) reports ``status``."""
+    """Seconds until the cluster (asked of any live node) reports ``status`` or better: a wait for
+    yellow is also met by green, as Elasticsearch's own ``wait_for_status`` is."""
     start = time.monotonic()
+    last = None
     while time.monotonic() - start < timeout:
         for node in live_nodes(cache):
             body = http_get_json(f"{node.url}/_cluster/health?wait_for_status={status}&timeout=2s", timeout=5.0)
-            if body and body.get("status") == status and not body.get("timed_out"):
+            if body:
+                last = body
+            if body and HEALTH_RANK.get(body.get("status"), -1) >= HEALTH_RANK[status] and not body.get("timed_out"):
                 return time.monotonic() - start
         time.sleep(0.5)
-    raise AssertionError(f"the cluster did not turn {status} within {timeout:.0f}s")
+    raise AssertionError(f"the cluster did not turn {status} within {timeout:.0f}s; "
+                         f"last health {json.dumps(last)}; {unassigned_explained(cache)}")
+
+
+def unassigned_explained(cache) -> str:
+    """Why the first unassigned shard is unassigned (Elasticsearch's allocation explain), for a
+    failure message; empty when every shard is assigned or no node answers."""
+    for node in live_nodes(cache):
+        body = http_get_json(f"{node.url}/_cluster/allocation/explain?filter_path=index,shard,primary,"
+                             f"current_state,unassigned_info,allocate_explanation", timeout=5.0)
+        if body:
+            return f"allocation explain {json.dumps(body)}"
+    return ""
 
 
 def restart(cache, name: str) -> float:
@@ -135,6 +154,13 @@ def cluster_index(cluster):
         if n:
             assert index.add(random_docs(n)).failed == 0
             index.refresh()
+        if replicas:
+            # The faults below assume every shard has a started replica to promote. Creating the
+            # index waits for primaries only; a replica still recovering when its primary's node
+            # is killed cannot take over and leaves the index red.
+            health = index.client.options(ignore_status=408).cluster.health(
+                index=index.name, wait_for_status="green", wait_for_no_initializing_shards=True, timeout="120s")
+            assert health["status"] == "green" and not health["timed_out"], dict(health)
         return index
 
     yield make
