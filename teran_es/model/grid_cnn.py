@@ -48,6 +48,11 @@ class GridRegionEncoder(nn.Module):
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("boxes", grid_boxes(grid), persistent=False)
 
+    def region_boxes(self, regions: int) -> torch.Tensor | None:
+        """The boxes [regions, 4] of an image's regions, in the order forward gives them; None
+        when ``regions`` is not this grid's count."""
+        return self.boxes.cpu() if regions == self.grid * self.grid else None
+
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = pixels.float()
         if pixels.dtype == torch.uint8:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
+import math
 from pathlib import Path
 
 import torch
@@ -171,6 +172,13 @@ class PretrainedRegions(nn.Module):
         features = maps.flatten(2).transpose(1, 2)  # [B, h*w, C] row-major like the boxes
         boxes = _boxes(rows, cols, maps.device).unsqueeze(0).expand(features.shape[0], -1, -1)
         return features, boxes
+
+    def region_boxes(self, regions: int) -> torch.Tensor | None:
+        """The boxes [regions, 4] of an image's regions, in the order forward gives them; None
+        when ``regions`` is not a count this front end yields. Images are square, so without a
+        pooled grid the map is a square of side sqrt(regions)."""
+        side = self.grid or math.isqrt(regions)
+        return _boxes(side, side, torch.device("cpu")) if side * side == regions else None
 
     def network_state(self) -> dict[str, torch.Tensor]:
         """The backbone's weights, keyed as the package's state dict."""

@@ -179,6 +179,9 @@ def create_app(service: SearchService) -> FastAPI:
             words=[models.WordRegion(word=w.word, region=w.region, score=w.score) for w in view.words],
             matrix=view.matrix,
             boxes=view.boxes,
+            alignment=view.alignment,
+            normaliser=view.normaliser,
+            score=view.score,
         )
 
     @app.get("/api/images/{image_id}/captions", response_model=models.CaptionSearchResponse)

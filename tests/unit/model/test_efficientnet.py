@@ -148,7 +148,23 @@ def test_region_front_end_grid_boxes_and_freezing():
     assert not any(m.training for m in front.modules())  # ImageNet batch-norm statistics kept
     whole = PretrainedRegions(tiny_network(), block=2, grid=0)
     with torch.no_grad():
-        assert whole(pixels)[0].shape == (3, 64, 6)  # the 8 x 8 map, every cell a region
+        regions, whole_boxes = whole(pixels)
+        assert regions.shape == (3, 64, 6)  # the 8 x 8 map, every cell a region
+    # what the alignment view draws for stored regions: the boxes forward gave, or None for a
+    # count the front end does not yield
+    torch.testing.assert_close(front.region_boxes(4), boxes[0])
+    torch.testing.assert_close(whole.region_boxes(64), whole_boxes[0])
+    assert front.region_boxes(9) is None and whole.region_boxes(63) is None
+
+
+def test_grid_cnn_region_boxes_are_its_forward_boxes():
+    from teran_es.model.grid_cnn import GridRegionEncoder
+
+    encoder = GridRegionEncoder(feature_dim=8, grid=3, width=4).eval()
+    with torch.no_grad():
+        _, boxes = encoder(torch.randint(0, 256, (2, 3, 24, 24), dtype=torch.uint8))
+    torch.testing.assert_close(encoder.region_boxes(9), boxes[1])
+    assert encoder.region_boxes(16) is None
 
 
 def test_fine_tuning_the_last_blocks():

@@ -102,6 +102,11 @@ def test_a_person_searches_opens_a_hit_and_finds_captions(tiny_openmoji, serve_p
         words = browser.find_element(By.ID, "detail-words").text
         assert "red" in words and "heart" in words
         assert len(browser.find_elements(By.CSS_SELECTOR, "#overlay .word-box")) == 2
+        # the hit's score under the words, as the grid shows it (this model has no query bank)
+        score = browser.find_element(By.ID, "detail-score").text
+        grid_score = hits[ids.index("openmoji-2764")].find_element(By.CSS_SELECTOR, ".score").text
+        assert score.startswith("score ") and score.endswith(" (the alignment)"), score
+        assert float(score.split()[1]) == pytest.approx(float(grid_score), abs=0.0015)  # each rounded to 3 places
         shot = screenshots / "serve-detail.png"
         browser.save_screenshot(str(shot))
         with Image.open(shot) as image:

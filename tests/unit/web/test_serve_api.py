@@ -163,6 +163,13 @@ def test_alignment_names_each_query_word_with_a_region_and_its_box(server):
     for word, row in zip(body["words"], body["matrix"], strict=True):
         assert word["score"] == pytest.approx(max(row))
         assert row[word["region"]] == pytest.approx(max(row))
+    # this model has no query bank: the pair's score is MrSw, the words' best values summed, and
+    # it is the score the search hit of the drawing carries
+    assert body["normaliser"] is None
+    assert body["score"] == body["alignment"] == pytest.approx(sum(w["score"] for w in body["words"]), abs=1e-5)
+    _, found, _ = call(f"{server}/api/search?{q('red heart', k=5)}")
+    hit = next(h for h in found["hits"] if h["id"] == "openmoji-2764")
+    assert body["score"] == pytest.approx(hit["score"], abs=1e-4)
 
 
 def test_captions_for_an_image_of_the_collection(server):
