@@ -295,6 +295,28 @@ def tiny_openmoji(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_openmoji_demo_model(tiny_openmoji):
+    """{"workdir", "config"}: the same tiny collection ingested with the demo's committed model
+    (EfficientNet-Lite0 regions and a query bank) into a work directory of its own."""
+    from pathlib import Path
+
+    from teran_es.config import load_config
+    from teran_es.demo import committed_openmoji_checkpoint
+    from teran_es.features.image_table import iter_collection_images
+    from teran_es.indexer import Ingestor
+
+    checkpoint = committed_openmoji_checkpoint()
+    assert checkpoint is not None, "the committed demo model is part of the checkout"
+    workdir = tiny_openmoji["root"] / "work-demo-model"
+    pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "openmoji.toml"
+    config = load_config(pipeline, [*tiny_openmoji_overrides(tiny_openmoji["collection"], workdir),
+                                    f"checkpoint={checkpoint}", "index.name=tiny-openmoji-demo-model"])
+    with Ingestor(config) as ingestor:
+        ingestor.ingest(list(iter_collection_images(tiny_openmoji["collection"])), batch_size=64)
+    return {"workdir": workdir, "config": config}
+
+
+@pytest.fixture(scope="session")
 def tiny_openmoji_config():
     """Function ``(workdir, *overrides) -> PipelineConfig``: the tiny collection's pipeline with
     another work directory (and e.g. another backend)."""

@@ -1,6 +1,7 @@
 """The JSON API against a real `teran-es serve` process over a small OpenMoji collection
-(the committed model, the embedded index): hits as the CLI gives them, images, thumbnails,
-search by image, and every bad input of the issue answered with a 4xx and a message."""
+(the first committed model, the embedded index): hits as the CLI gives them, images,
+thumbnails, search by image, and every bad input of the issue answered with a 4xx and a
+message; and the alignment view over the demo's own model (pretrained regions, a query bank)."""
 
 from __future__ import annotations
 
@@ -236,3 +237,28 @@ def test_nothing_is_written_outside_the_work_directory(server, tiny_openmoji, se
     call(f"{server}/api/search?{q('cat')}")
     assert sorted((p.relative_to(collection), p.stat().st_mtime_ns) for p in collection.rglob("*")) == before
     assert list(serve_processes.tmpdir(server).iterdir()) == []
+
+
+# -- the demo's own model: EfficientNet-Lite0 regions and a query bank -------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_model_server(tiny_openmoji_demo_model, serve_processes):
+    url = serve_processes.start("--workdir", str(tiny_openmoji_demo_model["workdir"]))
+    yield url
+    serve_processes.stop(url)
+
+
+def test_with_the_demo_model_a_hits_alignment_has_its_boxes_and_normalised_score(demo_model_server):
+    status, found, _ = call(f"{demo_model_server}/api/search?{q('red heart', k=5)}")
+    assert status == 200 and found["bank_normalised"]
+    assert "openmoji-2764" in [h["id"] for h in found["hits"]]  # the red heart drawing
+    for hit in found["hits"]:
+        status, view, _ = call(f"{demo_model_server}/api/images/{hit['id']}/alignment?{q('red heart')}")
+        assert status == 200, view
+        assert [w["word"] for w in view["words"]] == ["red", "heart"]
+        assert len(view["boxes"]) == len(view["matrix"][0]) == 16  # the 4 x 4 pooled grid
+        assert isinstance(view["normaliser"], float)
+        assert view["score"] == pytest.approx(view["alignment"] - view["normaliser"], abs=1e-6)
+        assert view["alignment"] == pytest.approx(sum(w["score"] for w in view["words"]), abs=1e-4)
+        assert view["score"] == pytest.approx(hit["score"], abs=1e-4)
