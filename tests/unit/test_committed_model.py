@@ -1,4 +1,4 @@
-"""The committed demo model (models/openmoji-minilm) is found from a checkout and from an
+"""The committed demo model (models/emoji-lite0-minilm) is found from a checkout and from an
 installed package, and is a complete checkpoint: no network, no training."""
 
 from __future__ import annotations
