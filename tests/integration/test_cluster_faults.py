@@ -92,17 +92,16 @@ def wait_for_health(cache, status: str, timeout: float = 180.0) -> float:
     """Seconds until the cluster (asked of any live node) reports ``status`` or better: a wait for
     yellow is also met by green, as Elasticsearch's own ``wait_for_status`` is."""
     start = time.monotonic()
-    last = None
     while time.monotonic() - start < timeout:
         for node in live_nodes(cache):
             body = http_get_json(f"{node.url}/_cluster/health?wait_for_status={status}&timeout=2s", timeout=5.0)
-            if body:
-                last = body
             if body and HEALTH_RANK.get(body.get("status"), -1) >= HEALTH_RANK[status] and not body.get("timed_out"):
                 return time.monotonic() - start
         time.sleep(0.5)
+    # a wait that timed out answers 408 (no body): ask once more without waiting, for the message
+    now = next((b for n in live_nodes(cache) if (b := http_get_json(f"{n.url}/_cluster/health", timeout=5.0))), None)
     raise AssertionError(f"the cluster did not turn {status} within {timeout:.0f}s; "
-                         f"last health {json.dumps(last)}; {unassigned_explained(cache)}")
+                         f"health now {json.dumps(now)}; {unassigned_explained(cache)}")
 
 
 def unassigned_explained(cache) -> str:
