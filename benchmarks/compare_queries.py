@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, machine_info, repo_relative, write_results  # noqa: E402
 
-from teran_es.bank_normalisers import encode_bank, image_normalisers  # noqa: E402
 from teran_es.evaluation import encode_captions, encode_image_set  # noqa: E402
 from teran_es.features.pixels import ImageFile, iter_folder_images  # noqa: E402
+from teran_es.generalisation_eval import row_normalisers  # noqa: E402
 from teran_es.model.alignment import chunked_scores  # noqa: E402
 from teran_es.model.checkpoint import load_checkpoint  # noqa: E402
 from teran_es.region_cache import model_image_set  # noqa: E402
@@ -78,9 +78,7 @@ def ranked(checkpoint: str, images: list[ImageFile], queries: dict[str, str], k:
     scores = chunked_scores(regions, mask, words, word_mask, kind=model.config.score, padding=model.config.padding)
     if model.query_bank is None:
         return {"fingerprint": meta["fingerprint"], "query_bank": None, "queries": _ranks(ids, scores, queries, k)}
-    bank_words, bank_mask = encode_bank(model, model.query_bank)
-    normaliser = image_normalisers(model, bank_words, bank_mask, regions, mask, model.query_bank.beta)
-    normalised = scores - torch.from_numpy(normaliser).float()[:, None]
+    normalised = scores - torch.from_numpy(row_normalisers(model, regions, mask)).float()[:, None]
     return {"fingerprint": meta["fingerprint"],
             "query_bank": {"texts": len(model.query_bank.texts), "beta": model.query_bank.beta},
             "queries": _ranks(ids, normalised, queries, k), "queries_plain": _ranks(ids, scores, queries, k)}

@@ -18,6 +18,11 @@ from teran_es.model.bank import BANK_FILE, DEFAULT_BANK_SIZE, QueryBank, write_q
 from teran_es.model.checkpoint import CONFIG_FILE, read_meta
 
 
+def bank_source(size: int, split: str, collection: str, seed: int) -> str:
+    """How a bank sampled from a collection's captions says where its texts came from."""
+    return f"{size or 'all'} distinct captions of the {split} split of {collection}, seed {seed}"
+
+
 def bank_from_rows(rows: list[dict], beta: float, size: int = DEFAULT_BANK_SIZE, seed: int = 0,
                    source: str = "") -> QueryBank:
     """A bank of ``size`` (0 = all) distinct captions of the ``train`` rows of a collection."""
@@ -48,7 +53,7 @@ def emoji_training_bank(checkpoint: str | os.PathLike[str], beta: float, size: i
                           "collection: give its training captions with --captions FILE (one per line)")
     data = dataclasses.replace(pipeline.data, path=data_path if data_path is not None else pipeline.data.path)
     directory = with_default_collection(data).path
-    source = f"{size or 'all'} distinct captions of the train split of {Path(directory).name}, seed {seed}"
+    source = bank_source(size, "train", Path(directory).name, seed)
     return bank_from_rows(read_rows(directory), beta, size, seed, source)
 
 

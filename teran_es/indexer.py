@@ -41,7 +41,7 @@ from teran_es.features.records import ImageRecord, RecordError, validate_record
 from teran_es.index import Index, SurrogateDocument, open_index
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
-from teran_es.normaliser_file import NormaliserFileError, read_normalisers, write_normalisers
+from teran_es.normaliser_file import read_fresh_normalisers, write_normalisers
 from teran_es.store import FeatureStore
 from teran_es.store.wire import pack
 from teran_es.surrogate import FirstStageEncoder, fit_encoder
@@ -355,15 +355,11 @@ class Ingestor:
         path = self.paths.normalisers
         if bank is None:
             return 0
-        try:
-            saved = read_normalisers(path)
-        except NormaliserFileError as exc:
-            log.warning("recomputing the bank normalisers: %s", exc)
-            saved = None
-        fresh = saved is not None and saved.matches(self.model_fingerprint, bank.fingerprint)
-        if saved is not None and not fresh:
-            log.info("recomputing the bank normalisers of %s: they were made for another model or bank", path)
-        known = saved.values if fresh else {}
+        saved, unusable = read_fresh_normalisers(path, self.model_fingerprint, bank.fingerprint)
+        if unusable:
+            log.warning("recomputing the bank normalisers: %s", unusable)
+        fresh = saved is not None
+        known = saved or {}
         normalisers = BankNormalisers(self.model, bank, known)
         stored = self.store.ids()
         computed = normalisers.ensure(stored, self.store, batch_size=self.config.search.batch_size)

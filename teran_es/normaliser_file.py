@@ -58,6 +58,21 @@ def read_normalisers(path: str | os.PathLike[str]) -> StoredNormalisers | None:
     return StoredNormalisers(meta[_MODEL_KEY].decode(), meta[_BANK_KEY].decode(), dict(zip(ids, values, strict=True)))
 
 
+def read_fresh_normalisers(path: str | os.PathLike[str], model_fingerprint: str,
+                           bank_fingerprint: str) -> tuple[dict[str, float] | None, str]:
+    """The values of the file at ``path`` when it was made for this model and bank; otherwise
+    None, and why it cannot be used ("" when there is no file)."""
+    try:
+        saved = read_normalisers(path)
+    except NormaliserFileError as exc:
+        return None, str(exc)
+    if saved is None:
+        return None, ""
+    if not saved.matches(model_fingerprint, bank_fingerprint):
+        return None, f"{path} was made for another model or query bank"
+    return saved.values, ""
+
+
 def write_normalisers(path: str | os.PathLike[str], model_fingerprint: str, bank_fingerprint: str,
                       values: Mapping[str, float]) -> None:
     """Replace the file at ``path`` with ``values`` (atomically)."""

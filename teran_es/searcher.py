@@ -22,7 +22,7 @@ from teran_es.index import Index, IndexHit, IndexMismatchError, open_index
 from teran_es.index.base import Query
 from teran_es.model.checkpoint import load_checkpoint, model_fingerprint
 from teran_es.model.teran import TERAN
-from teran_es.normaliser_file import NormaliserFileError, read_normalisers
+from teran_es.normaliser_file import read_fresh_normalisers
 from teran_es.rerank import RegionSource, rerank_exact
 from teran_es.store import FeatureStore
 from teran_es.store.fetched import FetchedRegions
@@ -91,18 +91,13 @@ class Searcher:
         bank = getattr(self.model, "query_bank", None)
         if bank is None or not self.config.search.bank_norm:
             return None
-        path = Artifacts(self.config).normalisers
-        try:
-            saved = read_normalisers(path)
-        except NormaliserFileError as exc:
-            log.warning("%s; the normalisers will be computed as queries need them", exc)
-            saved = None
         # the store's fingerprint is the model's: Searcher.open refuses a store of another model
-        if saved is not None and not saved.matches(self.store.model_fingerprint, bank.fingerprint):
-            log.warning("%s was made for another model or query bank: run `teran-es ingest` again to "
-                        "recompute it; meanwhile they are computed as queries need them", path)
-            saved = None
-        return BankNormalisers(self.model, bank, saved.values if saved is not None else None)
+        saved, unusable = read_fresh_normalisers(Artifacts(self.config).normalisers, self.store.model_fingerprint,
+                                                 bank.fingerprint)
+        if unusable:
+            log.warning("%s: run `teran-es ingest` again to recompute them; meanwhile they are computed as "
+                        "queries need them", unusable)
+        return BankNormalisers(self.model, bank, saved)
 
     @classmethod
     def open(cls, config: PipelineConfig, model: TERAN | None = None, device: str | None = None) -> Searcher:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from teran_es.bank_builder import bank_from_rows
+from teran_es.bank_builder import bank_from_rows, bank_source
 from teran_es.collections.defaults import with_default_collection
 from teran_es.config import DataConfig, PipelineConfig, check_positive_groups, save_config
 from teran_es.device import resolve_device
@@ -208,8 +208,8 @@ class TrainingRun:
         if cfg.query_bank_beta <= 0:
             return None
         rows = [{"split": "train", "captions": list(captions)} for captions in self.train_set.captions]
-        source = (f"{cfg.query_bank_size or 'all'} distinct captions of the {self.config.data.train_split} split "
-                  f"of {Path(with_default_collection(self.config.data).path).name or 'the training data'}, seed 0")
+        collection = Path(with_default_collection(self.config.data).path).name or "the training data"
+        source = bank_source(cfg.query_bank_size, self.config.data.train_split, collection, seed=0)
         return bank_from_rows(rows, cfg.query_bank_beta, cfg.query_bank_size, seed=0, source=source)
 
     def _cache_regions(self) -> None:

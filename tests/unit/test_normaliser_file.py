@@ -6,7 +6,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from teran_es.normaliser_file import NormaliserFileError, read_normalisers, write_normalisers
+from teran_es.normaliser_file import (
+    NormaliserFileError,
+    read_fresh_normalisers,
+    read_normalisers,
+    write_normalisers,
+)
 
 
 def test_it_round_trips_values_and_fingerprints(tmp_path):
@@ -40,3 +45,16 @@ def test_a_file_that_is_not_one_is_refused(tmp_path):
     pq.write_table(pa.table({"id": ["a"], "score": [1.0]}), other)
     with pytest.raises(NormaliserFileError, match="not a bank-normaliser file"):
         read_normalisers(other)
+
+
+def test_only_a_file_of_this_model_and_bank_is_fresh(tmp_path):
+    path = tmp_path / "n.parquet"
+    assert read_fresh_normalisers(path, "m", "b") == (None, "")  # no file: nothing to say
+    write_normalisers(path, "m", "b", {"a": 1.0})
+    assert read_fresh_normalisers(path, "m", "b") == ({"a": 1.0}, "")
+    for model, bank in (("other", "b"), ("m", "other")):
+        values, why = read_fresh_normalisers(path, model, bank)
+        assert values is None and "another model or query bank" in why
+    path.write_bytes(b"not parquet")
+    values, why = read_fresh_normalisers(path, "m", "b")
+    assert values is None and "unreadable" in why
